@@ -1,0 +1,1 @@
+"""Tolk: live speech-to-speech translation on Ray Serve."""

@@ -1,0 +1,100 @@
+"""The `tolk` command: run the service on one machine, translate a file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from app.launcher import Launcher, LaunchError
+from app.translate_file import TranslateOptions, translate_file
+
+cli = typer.Typer(
+    help="Tolk: live speech-to-speech translation on Ray Serve.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+_DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@cli.command()
+def up(
+    config: Annotated[
+        Path, typer.Option(help="Serve config file to deploy.", exists=True)
+    ] = Path("serve_config.yaml"),
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TOLK_REDIS_URL",
+            help="Redis holding the sessions; when unset an embedded one runs.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="TOLK_DATA_DIR", help="Where the embedded Redis keeps data."
+        ),
+    ] = Path(".tolk"),
+    redis_port: Annotated[
+        int, typer.Option(help="Port of the embedded Redis (0: any free one).")
+    ] = 6380,
+) -> None:
+    """Start Ray, Serve with CONFIG, and Redis if needed; Ctrl-C stops them all."""
+    launcher = Launcher(
+        config=config,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        redis_port=redis_port or None,
+        console=console,
+    )
+    try:
+        launcher.run()
+    except LaunchError as error:
+        console.print(f"[red]tolk up failed:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@cli.command()
+def translate(
+    file: Annotated[Path, typer.Argument(help="wav, flac, ogg or mp3", exists=True)],
+    source: Annotated[str, typer.Option("--from", help="Spoken language.")],
+    targets: Annotated[list[str], typer.Option("--to", help="Target language(s).")],
+    out: Annotated[
+        Path, typer.Option(help="WAV of the speech; one file per language if several.")
+    ],
+    url: Annotated[
+        str, typer.Option(envvar="TOLK_URL", help="Service base URL.")
+    ] = _DEFAULT_URL,
+    fast: Annotated[
+        bool, typer.Option(help="Send as fast as the service accepts.")
+    ] = False,
+    chunk_ms: Annotated[int, typer.Option(help="Audio per message.")] = 100,
+    timeout_s: Annotated[float, typer.Option(help="Give up after this long.")] = 600,
+) -> None:
+    """Stream FILE to the service and write the translated speech."""
+    options = TranslateOptions(
+        file=file,
+        source=source,
+        targets=targets,
+        out=out,
+        url=url,
+        fast=fast,
+        chunk_ms=chunk_ms,
+        timeout_s=timeout_s,
+    )
+    try:
+        asyncio.run(translate_file(options, console))
+    except (OSError, TimeoutError) as error:
+        console.print(f"[red]translation failed:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    cli()

@@ -1,0 +1,289 @@
+"""One WebSocket of one session: authentication, input, and ordered delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from enum import Enum
+
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app.errors import ProtocolViolation, SessionError, StoreUnavailable, TolkError
+from app.fanout import RESYNC, Fanout, Subscription
+from app.processor import SessionProcessor
+from app.protocol import (
+    CloseCode,
+    Configure,
+    EndOfStream,
+    ErrorMessage,
+    Hello,
+    Ready,
+    client_message_adapter,
+)
+from app.registry import ProcessorRegistry
+from app.resampling import InputResampler
+from app.settings import IngressSettings
+from app.store import SessionConfig, SessionStore
+from app.wire import EventRecord
+
+logger = logging.getLogger("tolk.connection")
+
+
+class ConnectionState(Enum):
+    AUTHENTICATING = "authenticating"
+    STREAMING = "streaming"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class IngressContext:
+    """What every connection of a replica shares."""
+
+    settings: IngressSettings
+    store: SessionStore
+    fanout: Fanout
+    registry: ProcessorRegistry
+    replica: str
+
+
+class SessionConnection:
+    """Serves one socket until the client leaves or breaks the protocol."""
+
+    def __init__(
+        self, websocket: WebSocket, session_id: str, context: IngressContext
+    ) -> None:
+        self._socket = websocket
+        self._session_id = session_id
+        self._context = context
+        self._state = ConnectionState.AUTHENTICATING
+        self._send_lock = asyncio.Lock()
+        self._exit_stack = AsyncExitStack()
+        self._processor: SessionProcessor | None = None
+        self._resampler: InputResampler | None = None
+
+    async def run(self) -> None:
+        await self._socket.accept()
+        try:
+            config, hello = await self._authenticate()
+            async with self._context.fanout.subscribe(self._session_id) as inbox:
+                await self._stream(config, hello, inbox)
+        except TolkError as error:
+            await self._fail(error)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._state = ConnectionState.CLOSED
+            await self._exit_stack.aclose()
+            logger.info(
+                "session %s: connection closed on %s",
+                self._session_id,
+                self._context.replica,
+            )
+
+    async def _authenticate(self) -> tuple[SessionConfig, Hello]:
+        timeout = self._context.settings.auth_timeout_s
+        try:
+            text = await asyncio.wait_for(self._socket.receive_text(), timeout)
+        except TimeoutError as error:
+            raise ProtocolViolation(
+                self._session_id,
+                f"no hello within {timeout:g} s",
+                code="auth_timeout",
+                fatal=True,
+            ) from error
+        except KeyError as error:
+            # receive_text() found a binary frame where the hello belongs.
+            raise self._violation("the first message must be a hello") from error
+
+        try:
+            hello = client_message_adapter.validate_json(text)
+        except ValidationError as error:
+            raise self._violation("the first message must be a valid hello") from error
+        if not isinstance(hello, Hello):
+            raise self._violation("the first message must be a hello")
+
+        config = await self._context.store.authenticate(self._session_id, hello.token)
+        return config, hello
+
+    def _violation(self, message: str) -> ProtocolViolation:
+        return ProtocolViolation(self._session_id, message, fatal=True)
+
+    async def _stream(
+        self, config: SessionConfig, hello: Hello, inbox: Subscription
+    ) -> None:
+        store = self._context.store
+        ready = Ready(
+            session_id=config.session_id,
+            replica=self._context.replica,
+            source=config.source,
+            targets=config.targets,
+            sample_rate=config.sample_rate,
+            last_event_id=await store.last_event_id(config.session_id),
+        )
+        await self._send_text(ready.model_dump_json())
+        self._state = ConnectionState.STREAMING
+        self._resampler = InputResampler(config.sample_rate)
+        logger.info(
+            "session %s: connection open on %s from event %d",
+            config.session_id,
+            self._context.replica,
+            hello.last_event_id,
+        )
+
+        delivery = asyncio.create_task(self._deliver(inbox, hello.last_event_id))
+        try:
+            await self._receive(config)
+        finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+
+    async def _receive(self, config: SessionConfig) -> None:
+        limit = self._context.settings.max_frame_bytes
+        while True:
+            message = await self._socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data: bytes | None = message.get("bytes")
+            text: str | None = message.get("text")
+            size = len(data) if data is not None else len(text or "")
+            if size > limit:
+                raise ProtocolViolation(
+                    config.session_id,
+                    f"message of {size} bytes is over the limit of {limit}",
+                    code="message_too_big",
+                    fatal=True,
+                )
+            try:
+                if data is not None:
+                    await self._on_audio(config, data)
+                elif text is not None:
+                    await self._on_control(config, text)
+            except ProtocolViolation as error:
+                if error.fatal:
+                    raise
+                await self._report(error)
+
+    async def _on_audio(self, config: SessionConfig, data: bytes) -> None:
+        if len(data) % 2:
+            raise ProtocolViolation(
+                config.session_id,
+                "audio frames hold whole 16-bit samples: odd byte count",
+                code="bad_audio",
+                fatal=False,
+            )
+        assert self._resampler is not None
+        processor = await self._attach(config)
+        await processor.feed(self._resampler.convert(data), len(data) // 2)
+
+    async def _on_control(self, config: SessionConfig, text: str) -> None:
+        try:
+            message = client_message_adapter.validate_json(text)
+        except ValidationError as error:
+            raise ProtocolViolation(
+                config.session_id,
+                f"not a valid control message: {error.errors()[0]['msg']}",
+                fatal=False,
+            ) from error
+
+        if isinstance(message, Hello):
+            raise ProtocolViolation(
+                config.session_id, "hello was already received", fatal=False
+            )
+        if isinstance(message, Configure) and message.sample_rate is not None:
+            await self._change_rate(config, message.sample_rate)
+        if isinstance(message, EndOfStream):
+            processor = await self._attach(config)
+            await processor.end_of_stream()
+
+    async def _change_rate(self, config: SessionConfig, sample_rate: int) -> None:
+        settings = self._context.settings
+        if not settings.min_sample_rate <= sample_rate <= settings.max_sample_rate:
+            raise ProtocolViolation(
+                config.session_id,
+                f"sample rate {sample_rate} Hz is outside "
+                f"{settings.min_sample_rate}..{settings.max_sample_rate}",
+                code="bad_sample_rate",
+                fatal=False,
+            )
+        assert self._resampler is not None
+        tail = self._resampler.convert(b"", last=True)
+        if tail:
+            processor = await self._attach(config)
+            await processor.feed(tail, 0)
+        self._resampler = InputResampler(sample_rate)
+        await self._context.store.set_sample_rate(config.session_id, sample_rate)
+
+    async def _attach(self, config: SessionConfig) -> SessionProcessor:
+        if self._processor is None:
+            registry = self._context.registry
+            self._processor = await self._exit_stack.enter_async_context(
+                registry.attach(config)
+            )
+        return self._processor
+
+    async def _deliver(self, inbox: Subscription, cursor: int) -> None:
+        """Sends the log after `cursor`, then live events, each id exactly once."""
+        try:
+            cursor = await self._catch_up(cursor)
+            while True:
+                record = await inbox.get()
+                if record is RESYNC:
+                    cursor = await self._catch_up(cursor)
+                    continue
+                if record.id <= cursor:
+                    continue
+                if record.id > cursor + 1:
+                    cursor = await self._catch_up(cursor, until=record.id - 1)
+                await self._send_record(record)
+                cursor = record.id
+        except (WebSocketDisconnect, RuntimeError):
+            # The socket closed under us; the receive side notices and ends.
+            return
+        except StoreUnavailable as error:
+            await self._fail(error)
+
+    async def _catch_up(self, cursor: int, until: int | None = None) -> int:
+        store = self._context.store
+        while until is None or cursor < until:
+            records = await store.events_after(self._session_id, cursor)
+            if not records:
+                break
+            for record in records:
+                if until is not None and record.id > until:
+                    return cursor
+                await self._send_record(record)
+                cursor = record.id
+        return cursor
+
+    async def _send_record(self, record: EventRecord) -> None:
+        async with self._send_lock:
+            await self._socket.send_text(record.text)
+            if record.payload:
+                await self._socket.send_bytes(record.payload)
+
+    async def _send_text(self, text: str) -> None:
+        async with self._send_lock:
+            await self._socket.send_text(text)
+
+    async def _report(self, error: TolkError) -> None:
+        message = error.message if isinstance(error, SessionError) else str(error)
+        logger.warning("session %s: %s: %s", self._session_id, error.code, message)
+        payload = ErrorMessage(code=error.code, message=message).model_dump_json()
+        try:
+            await self._send_text(payload)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+    async def _fail(self, error: TolkError) -> None:
+        await self._report(error)
+        if self._socket.application_state != WebSocketState.DISCONNECTED:
+            try:
+                await self._socket.close(code=int(error.close_code))
+            except RuntimeError:
+                return
+
+
+__all__ = ["CloseCode", "IngressContext", "SessionConnection"]

@@ -1,0 +1,63 @@
+"""Errors of the ingress. Each maps to a code on the wire and a close code.
+
+TolkError
+├── StoreUnavailable        Redis cannot be reached
+└── SessionError            something about one session
+    ├── SessionNotFound     unknown or expired session id
+    ├── Unauthorized        wrong token
+    └── ProtocolViolation   a client message the protocol forbids
+"""
+
+from __future__ import annotations
+
+from app.protocol import CloseCode
+
+
+class TolkError(Exception):
+    """Root of the ingress' own errors."""
+
+    code = "internal_error"
+    close_code = CloseCode.INTERNAL_ERROR
+
+
+class StoreUnavailable(TolkError):
+    """The session store (Redis) did not answer."""
+
+    code = "store_unavailable"
+    close_code = CloseCode.TRY_AGAIN_LATER
+
+
+class SessionError(TolkError):
+    def __init__(self, session_id: str, message: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.message = message
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(session_id={self.session_id!r}, {self.message!r})"
+        )
+
+
+class SessionNotFound(SessionError):
+    code = "session_not_found"
+    close_code = CloseCode.SESSION_NOT_FOUND
+
+
+class Unauthorized(SessionError):
+    code = "unauthorized"
+    close_code = CloseCode.UNAUTHORIZED
+
+
+class ProtocolViolation(SessionError):
+    """A message the protocol does not allow; `fatal` ones end the connection."""
+
+    code = "bad_request"
+    close_code = CloseCode.BAD_REQUEST
+
+    def __init__(
+        self, session_id: str, message: str, *, code: str = "bad_request", fatal: bool
+    ) -> None:
+        super().__init__(session_id, message)
+        self.code = code
+        self.fatal = fatal

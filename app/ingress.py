@@ -1,0 +1,160 @@
+"""The ingress deployment: HTTP for sessions, a WebSocket per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from app.connection import IngressContext, SessionConnection
+from app.errors import StoreUnavailable
+from app.fanout import Fanout
+from app.protocol import SessionCreated, SessionRequest
+from app.registry import ProcessorRegistry
+from app.segmenter import Segmenter, SegmenterConfig
+from app.settings import IngressSettings
+from app.stages import Capabilities, ServeStages
+from app.store import SessionStore
+from app.vad import SpeechDetector
+
+logger = logging.getLogger("tolk.ingress")
+
+api = FastAPI(title="Tolk", summary="Live speech-to-speech translation")
+
+_CAPABILITIES_TTL_S = 30.0
+
+
+@serve.deployment(
+    num_replicas=2,
+    # An open WebSocket counts as an ongoing request for its whole life.
+    max_ongoing_requests=500,
+    ray_actor_options={"num_cpus": 0.1},
+    graceful_shutdown_timeout_s=10,
+)
+@serve.ingress(api)
+class Ingress:
+    """Holds sessions' sockets; all their state lives in Redis."""
+
+    def __init__(
+        self,
+        transcriber: DeploymentHandle,
+        translator: DeploymentHandle,
+        synthesizer: DeploymentHandle,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self._settings = IngressSettings(**(settings or {}))
+        self._stages = ServeStages(transcriber, translator, synthesizer)
+        self._store = SessionStore(
+            self._settings.redis_url,
+            ttl_s=self._settings.session_ttl_s,
+            max_events=self._settings.event_log_max_events,
+        )
+        segmenter = Segmenter(
+            SegmenterConfig.from_seconds(
+                threshold=self._settings.vad_threshold,
+                min_silence_s=self._settings.min_silence_s,
+                min_speech_s=self._settings.min_speech_s,
+                max_utterance_s=self._settings.max_utterance_s,
+                partial_interval_s=self._settings.partial_interval_s,
+            ),
+            SpeechDetector(),
+        )
+        self._context = IngressContext(
+            settings=self._settings,
+            store=self._store,
+            fanout=Fanout(self._store.client),
+            registry=ProcessorRegistry(
+                self._store,
+                self._stages,
+                segmenter,
+                context_chars=self._settings.context_chars,
+            ),
+            replica=serve.get_replica_context().replica_id.unique_id,
+        )
+        self._capabilities: Capabilities | None = None
+        self._capabilities_at = 0.0
+        self._capabilities_lock = asyncio.Lock()
+        logger.info("ingress replica %s started", self._context.replica)
+
+    async def capabilities(self) -> Capabilities:
+        """What the stages serve now; asked again at most every 30 s."""
+        async with self._capabilities_lock:
+            stale = time.monotonic() - self._capabilities_at > _CAPABILITIES_TTL_S
+            if self._capabilities is None or stale:
+                self._capabilities = await self._stages.capabilities()
+                self._capabilities_at = time.monotonic()
+                logger.info(
+                    "serving %d language pairs: %s",
+                    len(self._capabilities.pairs),
+                    " ".join(f"{s}-{t}" for s, t in self._capabilities.pairs),
+                )
+            return self._capabilities
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok", "replica": self._context.replica}
+
+    @api.get("/v1/languages")
+    async def languages(self) -> dict[str, Any]:
+        capabilities = await self.capabilities()
+        return {
+            "transcription": capabilities.transcription,
+            "pairs": [list(pair) for pair in capabilities.pairs],
+            "speech": capabilities.speech,
+        }
+
+    @api.post("/v1/sessions", status_code=201)
+    async def create_session(self, request: SessionRequest) -> SessionCreated:
+        settings = self._settings
+        if (
+            not settings.min_sample_rate
+            <= request.sample_rate
+            <= settings.max_sample_rate
+        ):
+            raise HTTPException(
+                422,
+                f"sample_rate must be within {settings.min_sample_rate}"
+                f"..{settings.max_sample_rate} Hz",
+            )
+        refusal = (await self.capabilities()).refusal(request.source, request.targets)
+        if refusal is not None:
+            raise HTTPException(422, refusal)
+
+        try:
+            session_id, token = await self._store.create(request)
+        except StoreUnavailable as error:
+            logger.error("cannot create a session: %s", error)
+            raise HTTPException(503, "the session store is unreachable") from error
+        logger.info(
+            "session %s: created on %s, %d targets",
+            session_id,
+            self._context.replica,
+            len(request.targets),
+        )
+        return SessionCreated(
+            session_id=session_id,
+            token=token,
+            websocket_path=f"/ws/{session_id}",
+            expires_in_s=settings.session_ttl_s,
+        )
+
+    @api.websocket("/ws/{session_id}")
+    async def connect(self, websocket: WebSocket, session_id: str) -> None:
+        await SessionConnection(websocket, session_id, self._context).run()
+
+    async def __del__(self) -> None:
+        # Ordered shutdown: stop processing, stop listening, close the pool.
+        await self._context.registry.aclose()
+        await self._context.fanout.aclose()
+        await self._store.aclose()
+
+
+@api.exception_handler(StoreUnavailable)
+async def _store_unavailable(_: object, error: StoreUnavailable) -> JSONResponse:
+    return JSONResponse({"detail": "the session store is unreachable"}, status_code=503)

@@ -1,0 +1,167 @@
+"""Messages of the session protocol, as typed values.
+
+Client messages arrive as JSON text frames (plus binary PCM16 audio frames);
+server events leave as JSON text frames, an `audio` event followed by one
+binary frame. `docs/protocol.md` is the prose version of this module.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    SESSION_NOT_FOUND = 4404
+    AUTH_TIMEOUT = 4408
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Client to server.
+
+
+class SessionRequest(_Message):
+    """Body of `POST /v1/sessions`."""
+
+    source: LanguageCode
+    targets: list[LanguageCode] = Field(min_length=1, max_length=8)
+    sample_rate: int = Field(16_000, description="Hz of the PCM16 the client sends.")
+    format: Literal["pcm16le"] = "pcm16le"
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_targets(cls, targets: list[str]) -> list[str]:
+        if len(set(targets)) != len(targets):
+            raise ValueError("target languages must be distinct")
+        return targets
+
+
+class Hello(_Message):
+    """First message of every connection: proves access, picks the resume point."""
+
+    type: Literal["hello"]
+    token: str = Field(min_length=1, max_length=512)
+    last_event_id: int = Field(0, ge=0)
+
+
+class Configure(_Message):
+    """Changes the input while streaming, e.g. after a microphone switch."""
+
+    type: Literal["config"]
+    sample_rate: int | None = None
+
+
+class EndOfStream(_Message):
+    """No more audio follows; finish the utterance in progress."""
+
+    type: Literal["end"]
+
+
+ClientMessage = Annotated[Hello | Configure | EndOfStream, Field(discriminator="type")]
+client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+# Server to client, outside the event log (one connection only).
+
+
+class SessionCreated(_Message):
+    session_id: str
+    token: str
+    websocket_path: str
+    expires_in_s: int
+
+
+class Ready(_Message):
+    """Sent once the hello is accepted."""
+
+    type: Literal["ready"] = "ready"
+    session_id: str
+    replica: str
+    source: str
+    targets: list[str]
+    sample_rate: int
+    last_event_id: int
+
+
+class ErrorMessage(_Message):
+    """Tells the client what it did wrong; fatal ones are followed by a close."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+# Server to client, in the session's event log: every one carries an `id`.
+
+
+class Partial(_Message):
+    type: Literal["partial"] = "partial"
+    utterance: int
+    text: str
+
+
+class Final(_Message):
+    type: Literal["final"] = "final"
+    utterance: int
+    text: str
+    language: str
+    start_ms: int
+    end_ms: int
+
+
+class TranslationText(_Message):
+    type: Literal["translation"] = "translation"
+    utterance: int
+    language: str
+    text: str
+
+
+class AudioHeader(_Message):
+    """Announces the binary frame that follows it."""
+
+    type: Literal["audio"] = "audio"
+    utterance: int
+    language: str
+    segment: int
+    format: Literal["pcm16le"] = "pcm16le"
+    sample_rate: int
+    channels: Literal[1] = 1
+    bytes: int
+
+
+class StageError(_Message):
+    """A stage failed on one utterance; the session goes on."""
+
+    type: Literal["stage_error"] = "stage_error"
+    utterance: int
+    stage: str
+    language: str | None = None
+    message: str
+
+
+class StreamEnded(_Message):
+    """Everything sent before the client's `end` has been processed."""
+
+    type: Literal["end_of_stream"] = "end_of_stream"
+    utterances: int
+
+
+SessionEvent = (
+    Partial | Final | TranslationText | AudioHeader | StageError | StreamEnded
+)

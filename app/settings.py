@@ -1,0 +1,47 @@
+"""Settings of the ingress: read once, validated, passed down."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngressSettings(BaseSettings):
+    """What the ingress needs to hold sessions; every field has an env var TOLK_*."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLK_", extra="forbid")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis that holds every session's state and output log.",
+    )
+    session_ttl_s: int = Field(
+        3600, ge=10, description="Idle time after which a session's keys expire."
+    )
+    event_log_max_events: int = Field(
+        1000, ge=10, description="Output events kept per session for catch-up."
+    )
+    auth_timeout_s: float = Field(
+        10.0, gt=0, description="Time a new WebSocket has to send its hello."
+    )
+    max_frame_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest WebSocket message accepted."
+    )
+    min_sample_rate: int = Field(8000, description="Lowest input sample rate.")
+    max_sample_rate: int = Field(192_000, description="Highest input sample rate.")
+    partial_interval_s: float = Field(
+        1.0, gt=0, description="Speech between two partial transcripts."
+    )
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability.")
+    min_silence_s: float = Field(
+        0.6, gt=0, description="Silence that ends an utterance."
+    )
+    min_speech_s: float = Field(
+        0.25, gt=0, description="Shorter bursts of speech are dropped as noise."
+    )
+    max_utterance_s: float = Field(
+        20.0, gt=1, description="Utterances are cut at this length."
+    )
+    context_chars: int = Field(
+        200, ge=0, description="Recent transcript given to the recognizer as prompt."
+    )

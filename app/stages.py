@@ -1,0 +1,71 @@
+"""The model stages as the ingress sees them: three awaitable calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ray.serve.handle import DeploymentHandle
+
+from deployments.schema import Speech, Transcript, TranscriptionRequest, Translation
+
+
+class Stages(Protocol):
+    async def transcribe(self, request: TranscriptionRequest) -> Transcript: ...
+
+    async def translate(self, text: str, source: str, target: str) -> Translation: ...
+
+    async def synthesize(self, text: str, language: str) -> Speech: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the stages can serve right now."""
+
+    transcription: list[str]
+    pairs: list[tuple[str, str]]
+    speech: list[str]
+
+    def refusal(self, source: str, targets: list[str]) -> str | None:
+        """Why a session with these languages cannot be served, or None."""
+        if source not in self.transcription:
+            return f"speech recognition does not know {source!r}"
+        for target in targets:
+            if (source, target) not in self.pairs:
+                return f"no translation from {source!r} to {target!r} is available"
+            if target not in self.speech and "*" not in self.speech:
+                return f"no voice speaks {target!r}"
+        return None
+
+
+class ServeStages:
+    """Calls the stage deployments through their Ray Serve handles."""
+
+    def __init__(
+        self,
+        transcriber: DeploymentHandle,
+        translator: DeploymentHandle,
+        synthesizer: DeploymentHandle,
+    ) -> None:
+        self._transcriber = transcriber
+        self._translator = translator
+        self._synthesizer = synthesizer
+
+    async def transcribe(self, request: TranscriptionRequest) -> Transcript:
+        return await self._transcriber.transcribe.remote(request)
+
+    async def translate(self, text: str, source: str, target: str) -> Translation:
+        return await self._translator.translate.remote(text, source, target)
+
+    async def synthesize(self, text: str, language: str) -> Speech:
+        return await self._synthesizer.synthesize.remote(text, language)
+
+    async def capabilities(self) -> Capabilities:
+        transcription = await self._transcriber.languages.remote()
+        pairs = await self._translator.pairs.remote()
+        speech = await self._synthesizer.languages.remote()
+        return Capabilities(
+            transcription=sorted(transcription),
+            pairs=sorted((source, target) for source, target in pairs),
+            speech=sorted(speech),
+        )

@@ -1,0 +1,300 @@
+"""The session store: every session's state, in Redis, behind domain verbs.
+
+Keys of one session share a hash tag so that scripts may touch them together
+on a Redis Cluster:
+
+    tolk:{SID}:session      hash: configuration, counters, recognizer context
+    tolk:{SID}:audio        string: PCM16 16 kHz of the utterance in progress
+    tolk:{SID}:utterances   hash: ended utterances not yet fully processed
+    tolk:{SID}:events       stream: output events, entry id "<event id>-0"
+    tolk:{SID}:live         Pub/Sub channel: the same events, live
+
+Every write refreshes the TTL of all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.errors import SessionNotFound, StoreUnavailable, Unauthorized
+from app.protocol import SessionEvent, SessionRequest
+from app.wire import EventRecord, header_body
+
+T = TypeVar("T")
+
+# Puts the id at the front of the header, logs the event and publishes it, in
+# one step, so that log order, id order and publish order are the same.
+_EMIT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
+local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0',
+           'h', header, 'b', ARGV[2])
+redis.call('PUBLISH', ARGV[4], header .. '\\n' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return id
+"""
+
+# Applies the effect of one received chunk of audio; ended utterances move to
+# the utterances hash under the next utterance numbers.
+_AUDIO_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+local numbers = {}
+for i = 7, #ARGV do
+  local n = redis.call('HINCRBY', KEYS[1], 'utterances', 1)
+  redis.call('HSET', KEYS[3], n, ARGV[i])
+  numbers[#numbers + 1] = n
+end
+if ARGV[4] == '1' then redis.call('SET', KEYS[2], ARGV[5]) end
+if #ARGV[3] > 0 then redis.call('APPEND', KEYS[2], ARGV[3]) end
+redis.call('HINCRBY', KEYS[1], 'input_samples', ARGV[1])
+redis.call('HSET', KEYS[1], 'segmenter', ARGV[2])
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+return numbers
+"""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    session_id: str
+    source: str
+    targets: list[str]
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """What a replica needs to continue a session's input where it stopped."""
+
+    pending_audio: bytes
+    segmenter_state: bytes | None
+    utterances: int
+    unprocessed: dict[int, bytes]
+    context: str
+
+
+@dataclass(frozen=True)
+class AudioWrite:
+    """The effect of one received chunk, written in one transaction."""
+
+    input_samples: int
+    segmenter_state: bytes
+    append: bytes = b""
+    replace: bytes | None = None
+    ended: tuple[bytes, ...] = ()
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@asynccontextmanager
+async def translated_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        raise StoreUnavailable(str(error)) from error
+
+
+class SessionStore:
+    """Owns key names, TTLs and the scripts; speaks sessions, not Redis."""
+
+    def __init__(self, url: str, *, ttl_s: int, max_events: int) -> None:
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=15
+        )
+        self._ttl_s = ttl_s
+        self._max_events = max_events
+        self._emit = self._redis.register_script(_EMIT_SCRIPT)
+        self._audio = self._redis.register_script(_AUDIO_SCRIPT)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    @staticmethod
+    def channel(session_id: str) -> str:
+        return f"tolk:{{{session_id}}}:live"
+
+    @staticmethod
+    def _key(session_id: str, name: str) -> str:
+        return f"tolk:{{{session_id}}}:{name}"
+
+    def _keys(self, session_id: str) -> list[str]:
+        return [
+            self._key(session_id, name)
+            for name in ("session", "audio", "utterances", "events")
+        ]
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        async with translated_errors():
+            return await operation()
+
+    async def _script(
+        self, session_id: str, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> Any:
+        try:
+            return await self._call(lambda: script(keys=keys, args=args))
+        except ResponseError as error:
+            if "NOSESSION" in str(error):
+                raise SessionNotFound(session_id, "the session expired") from error
+            raise
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping)
+
+    async def create(self, request: SessionRequest) -> tuple[str, str]:
+        """Stores a new session; returns its id and its secret token."""
+        session_id = secrets.token_hex(12)
+        token = secrets.token_urlsafe(32)
+        fields: dict[str, Any] = {
+            "source": request.source,
+            "targets": json.dumps(request.targets),
+            "sample_rate": request.sample_rate,
+            "token_sha256": _token_digest(token),
+            "created_ms": int(time.time() * 1000),
+            "next_event": 0,
+            "utterances": 0,
+            "input_samples": 0,
+            "context": "",
+        }
+        key = self._key(session_id, "session")
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, self._ttl_s)
+                await pipe.execute()
+
+        await self._call(write)
+        return session_id, token
+
+    async def authenticate(self, session_id: str, token: str) -> SessionConfig:
+        """Checks the token in constant time and refreshes the session's TTL."""
+        fields = await self._call(
+            lambda: self._redis.hgetall(self._key(session_id, "session"))
+        )
+        if not fields:
+            raise SessionNotFound(session_id, "no such session, or it expired")
+
+        expected = fields[b"token_sha256"].decode()
+        if not hmac.compare_digest(expected, _token_digest(token)):
+            raise Unauthorized(session_id, "the token does not open this session")
+
+        await self.touch(session_id)
+        return SessionConfig(
+            session_id=session_id,
+            source=fields[b"source"].decode(),
+            targets=json.loads(fields[b"targets"]),
+            sample_rate=int(fields[b"sample_rate"]),
+        )
+
+    async def touch(self, session_id: str) -> None:
+        async def refresh() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in self._keys(session_id):
+                    pipe.expire(key, self._ttl_s)
+                await pipe.execute()
+
+        await self._call(refresh)
+
+    async def set_sample_rate(self, session_id: str, sample_rate: int) -> None:
+        key = self._key(session_id, "session")
+        await self._call(lambda: self._redis.hset(key, "sample_rate", sample_rate))
+
+    async def snapshot(self, session_id: str) -> StreamSnapshot:
+        """Reads the input side of a session: audio in progress and its context."""
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(self._key(session_id, "audio"))
+                pipe.hmget(
+                    self._key(session_id, "session"),
+                    ["segmenter", "utterances", "context"],
+                )
+                pipe.hgetall(self._key(session_id, "utterances"))
+                return await pipe.execute()
+
+        audio, (segmenter, utterances, context), unprocessed = await self._call(read)
+        return StreamSnapshot(
+            pending_audio=audio or b"",
+            segmenter_state=segmenter,
+            utterances=int(utterances or 0),
+            unprocessed={int(n): pcm for n, pcm in unprocessed.items()},
+            context=(context or b"").decode(),
+        )
+
+    async def write_audio(self, session_id: str, write: AudioWrite) -> list[int]:
+        """Applies one chunk's effect atomically; returns new utterance numbers."""
+        keys = self._keys(session_id)
+        args: list[Any] = [
+            write.input_samples,
+            write.segmenter_state,
+            write.append,
+            "1" if write.replace is not None else "0",
+            write.replace or b"",
+            self._ttl_s,
+            *write.ended,
+        ]
+        numbers = await self._script(session_id, self._audio, keys, args)
+        return [int(n) for n in numbers]
+
+    async def complete_utterance(
+        self, session_id: str, number: int, context: str
+    ) -> None:
+        """Forgets an utterance's audio once all its output is logged."""
+
+        async def apply() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key(session_id, "utterances"), number)
+                pipe.hset(self._key(session_id, "session"), "context", context)
+                await pipe.execute()
+
+        await self._call(apply)
+
+    async def emit(
+        self, session_id: str, event: SessionEvent, payload: bytes = b""
+    ) -> int:
+        """Logs an event and fans it out live; returns its id."""
+        keys = [self._key(session_id, "session"), self._key(session_id, "events")]
+        args = [
+            header_body(event),
+            payload,
+            self._max_events,
+            self.channel(session_id),
+            self._ttl_s,
+        ]
+        return int(await self._script(session_id, self._emit, keys, args))
+
+    async def events_after(
+        self, session_id: str, after: int, count: int = 100
+    ) -> list[EventRecord]:
+        """Logged events with an id above `after`, oldest first."""
+        key = self._key(session_id, "events")
+        entries = await self._call(
+            lambda: self._redis.xrange(key, min=f"{after + 1}-0", max="+", count=count)
+        )
+        return [EventRecord.from_stream(fields) for _, fields in entries]
+
+    async def last_event_id(self, session_id: str) -> int:
+        key = self._key(session_id, "session")
+        value = await self._call(lambda: self._redis.hget(key, "next_event"))
+        return int(value or 0)
