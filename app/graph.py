@@ -25,7 +25,9 @@ class TolkArgs(BaseModel):
     ingress: dict[str, Any] = Field(default_factory=dict)
 
 
-def build_app(args: TolkArgs) -> Application:
+def build_app(args: dict[str, Any] | TolkArgs) -> Application:
+    """The application; `args` are those of the serve config file."""
+    args = TolkArgs.model_validate(args)
     overrides = dict(args.ingress)
     if args.redis_url:
         overrides["redis_url"] = args.redis_url

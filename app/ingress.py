@@ -1,6 +1,8 @@
-"""The ingress deployment: HTTP for sessions, a WebSocket per connection."""
+"""The ingress deployment: HTTP for sessions, a WebSocket per connection.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: FastAPI reads the route
+signatures at run time, and Serve's ingress wrapper hides their module.
+"""
 
 import asyncio
 import logging

@@ -7,6 +7,7 @@ StageError
  ├── BackendFailed             a loaded backend failed on one request
  ├── InvalidAudio              audio that does not match the stage contract
  ├── UnsupportedLanguage       no model or voice serves a language
+ ├── UnknownVoice              a configured voice that its backend lacks
  └── UnsupportedLanguagePair   no translation backend serves source -> target
 
 Every error keeps its fields when pickled, because Ray carries it from a
@@ -101,6 +102,22 @@ class UnsupportedLanguage(StageError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str, list[str]]]:
         return type(self), (self.language, self.stage, self.available)
+
+
+class UnknownVoice(StageError):
+    """Settings name a voice that the chosen backend does not have."""
+
+    def __init__(self, voice: str, backend: str, available: list[str]) -> None:
+        shown = ", ".join(available) or "none"
+        super().__init__(
+            f"backend {backend!r} has no voice {voice!r} (available: {shown})"
+        )
+        self.voice = voice
+        self.backend = backend
+        self.available = available
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, list[str]]]:
+        return type(self), (self.voice, self.backend, self.available)
 
 
 class UnsupportedLanguagePair(StageError):

@@ -156,15 +156,14 @@ def _join_atomically(parts: Sequence[Path], target: Path, sha256: str) -> None:
 
 @contextlib.contextmanager
 def _temporary_beside(target: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    handle = tempfile.NamedTemporaryFile(
+    with tempfile.NamedTemporaryFile(
         dir=target.parent, prefix=f".{target.name}.", delete=False
-    )
-    temporary = Path(handle.name)
-    # Temporary files are private by default; the cache may be shared.
-    os.chmod(temporary, 0o644)
-    try:
-        yield handle, temporary
-    finally:
-        handle.close()
-        # After a successful os.replace the temporary name no longer exists.
-        temporary.unlink(missing_ok=True)
+    ) as handle:
+        temporary = Path(handle.name)
+        # Temporary files are private by default; the cache may be shared.
+        os.chmod(temporary, 0o644)
+        try:
+            yield handle, temporary
+        finally:
+            # After a successful os.replace the temporary name is gone.
+            temporary.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Literal
@@ -25,6 +26,15 @@ logger = logging.getLogger("tolk.stage.asr")
 
 # Settings that are baked into a loaded model; changing one means reloading.
 _LOAD_FIELDS = ("model", "device", "compute_type", "cpu_threads")
+# Whisper decodes 30 s windows of at most 448 tokens, and a full prompt with
+# its start tokens takes 228 of them; faster-whisper rejects more.
+_WINDOW_S = 30.0
+_MAX_NEW_TOKENS = 220
+# Start-of-transcript, language, task and timestamp tokens of a short clip.
+_TOKEN_ALLOWANCE = 16
+# A long prompt slows every decode and tempts the decoder to copy it; the
+# last sentence or two carry the names and style worth priming with.
+_PROMPT_TAIL_CHARS = 240
 
 
 class TranscriberSettings(BaseModel):
@@ -37,7 +47,9 @@ class TranscriberSettings(BaseModel):
         description="'whisper-base', 'whisper-tiny.en', or any faster-whisper "
         "model size, hub id or folder path",
     )
-    device: Literal["cpu", "cuda", "auto"] = "auto"
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="'auto' takes a GPU when the replica was given one"
+    )
     compute_type: str = Field("int8", description="CTranslate2 compute type")
     cpu_threads: int = Field(
         2, ge=0, description="threads for CPU decoding; 0 lets CTranslate2 pick"
@@ -50,9 +62,23 @@ class TranscriberSettings(BaseModel):
         description="a segment more likely silence than this is dropped when "
         "its average log probability is also below log_prob_threshold",
     )
-    log_prob_threshold: float = Field(-1.0, le=0.0)
+    log_prob_threshold: float = Field(
+        -1.0, le=0.0, description="below this a final pass retries warmer"
+    )
+    silence_log_prob_threshold: float = Field(
+        -0.5,
+        le=0.0,
+        description="a segment above no_speech_threshold whose average log "
+        "probability is below this is dropped as silence",
+    )
     compression_ratio_threshold: float = Field(
         2.4, gt=0.0, description="text that compresses more than this is a loop"
+    )
+    max_tokens_per_second: float = Field(
+        12.0,
+        gt=0.0,
+        description="decoding stops after this many tokens per "
+        "second of audio, which bounds the cost of a looping decode",
     )
 
 
@@ -103,11 +129,12 @@ class SpeechRecognizer:
         if audio.size == 0:
             return Transcript(text="", language=request.language or "")
 
+        duration_s = audio.size / ASR_SAMPLE_RATE
         started = time.perf_counter()
         segments, info = model.transcribe(
             audio,
             language=request.language,
-            initial_prompt=request.prompt or None,
+            initial_prompt=_prompt_tail(request.prompt),
             # The ingress cut the utterance with its own VAD, and each
             # utterance stands alone so one misheard phrase cannot spread.
             vad_filter=False,
@@ -115,7 +142,7 @@ class SpeechRecognizer:
             no_speech_threshold=settings.no_speech_threshold,
             log_prob_threshold=settings.log_prob_threshold,
             compression_ratio_threshold=settings.compression_ratio_threshold,
-            **_decoding_effort(settings, request.partial),
+            **_decoding_effort(settings, request.partial, duration_s),
         )
         # Decoding happens while the generator is consumed.
         kept = [segment for segment in segments if _is_speech(segment, settings)]
@@ -123,7 +150,7 @@ class SpeechRecognizer:
 
         logger.debug(
             "transcribed %.2f s of audio in %.3f s (partial=%s, segments=%d)",
-            audio.size / ASR_SAMPLE_RATE,
+            duration_s,
             compute_s,
             request.partial,
             len(kept),
@@ -131,9 +158,7 @@ class SpeechRecognizer:
         return Transcript(
             text=" ".join(segment.text.strip() for segment in kept).strip(),
             language=request.language or info.language,
-            segments=[
-                TranscriptSegment(s.start, s.end, s.text.strip()) for s in kept
-            ],
+            segments=[TranscriptSegment(s.start, s.end, s.text.strip()) for s in kept],
             compute_s=compute_s,
         )
 
@@ -156,18 +181,42 @@ class SpeechRecognizer:
         return model
 
 
-def _decoding_effort(settings: TranscriberSettings, partial: bool) -> dict:
+def _decoding_effort(
+    settings: TranscriberSettings, partial: bool, duration_s: float
+) -> dict:
+    window_s = min(duration_s, _WINDOW_S)
+    effort = {
+        "max_new_tokens": min(
+            _MAX_NEW_TOKENS,
+            _TOKEN_ALLOWANCE + math.ceil(window_s * settings.max_tokens_per_second),
+        )
+    }
     if partial:
         # Partials are replaced by the final pass, so they take the cheapest
         # path: greedy, no timestamp tokens, no temperature fallback.
-        return {"beam_size": 1, "without_timestamps": True, "temperature": 0.0}
-    return {"beam_size": settings.beam_size}
+        effort.update(beam_size=1, without_timestamps=True, temperature=0.0)
+    else:
+        effort.update(beam_size=settings.beam_size)
+    return effort
+
+
+def _prompt_tail(prompt: str | None) -> str | None:
+    if not prompt or not prompt.strip():
+        return None
+    prompt = prompt.strip()
+    if len(prompt) <= _PROMPT_TAIL_CHARS:
+        return prompt
+    tail = prompt[-_PROMPT_TAIL_CHARS:]
+    # Start at a word boundary so the decoder is not primed with a fragment.
+    return tail.split(" ", 1)[-1]
 
 
 def _is_speech(segment: Segment, settings: TranscriberSettings) -> bool:
+    # Stricter than Whisper's own rule, which keeps the "You" it hears in
+    # silence: here a phantom phrase would be translated and spoken aloud.
     if (
         segment.no_speech_prob > settings.no_speech_threshold
-        and segment.avg_logprob < settings.log_prob_threshold
+        and segment.avg_logprob < settings.silence_log_prob_threshold
     ):
         return False
     # Without temperature fallback a looping decode is kept as is; drop it.

@@ -1,0 +1,1 @@
+"""Speech synthesis backends and the voice chosen per language."""

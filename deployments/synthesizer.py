@@ -1,0 +1,56 @@
+"""Ray Serve deployment of the speech synthesis stage."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments.schema import Speech
+from deployments.synthesis.voices import SpeechSynthesizer, SynthesizerSettings
+
+
+@serve.deployment(
+    # A sentence costs a few tenths of a second of CPU; a short queue keeps
+    # latency visible to the autoscaler.
+    max_ongoing_requests=4,
+    ray_actor_options={"num_cpus": 0.5},
+)
+class Synthesizer:
+    """Speech synthesis stage: text in a language in, PCM16 speech out.
+
+    Settings come from the bind argument and are replaced whole by the
+    deployment's `user_config`, both validated as `SynthesizerSettings`.
+    """
+
+    def __init__(self, settings: dict | None = None) -> None:
+        self._synthesizer = SpeechSynthesizer(
+            SynthesizerSettings.model_validate(settings or {})
+        )
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply new voices; backends whose options did not change stay loaded.
+
+        Raises:
+            pydantic.ValidationError: unknown keys or invalid values.
+            UnknownVoice: a voice its backend does not have.
+            UnsupportedLanguage: a language its backend does not speak.
+        """
+        settings = SynthesizerSettings.model_validate(user_config)
+        await asyncio.to_thread(self._synthesizer.apply, settings)
+
+    async def synthesize(self, text: str, language: str) -> Speech:
+        """Speak `text` in `language` (ISO 639-1) as mono PCM16.
+
+        Raises:
+            UnsupportedLanguage: no available voice speaks `language`.
+            BackendFailed: the backend could not speak this text.
+        """
+        return await asyncio.to_thread(self._synthesizer.synthesize, text, language)
+
+    def languages(self) -> list[str]:
+        """Languages some available voice speaks, sorted."""
+        return self._synthesizer.languages()
+
+    def check_health(self) -> None:
+        """Backends load in `__init__`, so a replica that answers is healthy."""

@@ -1,0 +1,1 @@
+"""Translation backends and the routing between them."""

@@ -1,0 +1,110 @@
+"""Ray Serve deployment of the translation stage."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+
+from ray import serve
+
+from deployments.errors import StageError
+from deployments.schema import Translation
+from deployments.translation.routing import TextTranslator, TranslatorSettings
+
+_DEFAULT_BATCH = TranslatorSettings()
+
+
+@dataclass(frozen=True)
+class _Request:
+    text: str
+    source: str
+    target: str
+
+
+@serve.deployment(
+    # Room for a full batch being translated and the next one filling up.
+    max_ongoing_requests=2 * _DEFAULT_BATCH.max_batch_size,
+    ray_actor_options={"num_cpus": 0.25},
+)
+class Translator:
+    """Translation stage: text in one language in, text in another out.
+
+    Concurrent calls are batched, grouped by language pair, and each group
+    goes to its backend in one call. Settings come from the bind argument
+    and are replaced whole by `user_config`, both validated as
+    `TranslatorSettings`.
+    """
+
+    def __init__(self, settings: dict | None = None) -> None:
+        parsed = TranslatorSettings.model_validate(settings or {})
+        self._translator = TextTranslator(parsed)
+        self._apply_batching(parsed)
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply new routes and batching; unchanged backends stay loaded.
+
+        Raises:
+            pydantic.ValidationError: unknown keys or invalid values.
+        """
+        settings = TranslatorSettings.model_validate(user_config)
+        await asyncio.to_thread(self._translator.apply, settings)
+        self._apply_batching(settings)
+
+    async def translate(self, text: str, source: str, target: str) -> Translation:
+        """Translate `text` from `source` into `target` (ISO 639-1 codes).
+
+        Raises:
+            UnsupportedLanguagePair: no available backend serves the pair.
+            BackendFailed: the backend failed on the batch holding this text.
+        """
+        # Checked before batching so that one bad pair fails only its caller.
+        if source != target:
+            self._translator.backend_for(source, target)
+        result = await self._translate_batch(_Request(text, source, target))
+        if isinstance(result, StageError):
+            raise result
+        return result
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(source, target) pairs servable now, sorted."""
+        return sorted(self._translator.pairs())
+
+    def check_health(self) -> None:
+        """Backends load in `__init__`, so a replica that answers is healthy."""
+
+    @serve.batch(max_batch_size=_DEFAULT_BATCH.max_batch_size)
+    async def _translate_batch(
+        self, requests: list[_Request]
+    ) -> list[Translation | StageError]:
+        return await asyncio.to_thread(self._translate_grouped, requests)
+
+    def _translate_grouped(
+        self, requests: list[_Request]
+    ) -> list[Translation | StageError]:
+        results: list[Translation | StageError | None] = [None] * len(requests)
+
+        def pair_of(index: int) -> tuple[str, str]:
+            return requests[index].source, requests[index].target
+
+        indices = sorted(range(len(requests)), key=pair_of)
+        for (source, target), group in itertools.groupby(indices, key=pair_of):
+            members = list(group)
+            try:
+                texts, backend, compute_s = self._translator.translate(
+                    [requests[i].text for i in members], source, target
+                )
+            except StageError as error:
+                # A failing group fails its own callers, not the whole batch.
+                for index in members:
+                    results[index] = error
+                continue
+            for index, text in zip(members, texts, strict=True):
+                results[index] = Translation(
+                    text, source, target, backend, compute_s=compute_s
+                )
+        return results
+
+    def _apply_batching(self, settings: TranslatorSettings) -> None:
+        self._translate_batch.set_max_batch_size(settings.max_batch_size)
+        self._translate_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
