@@ -93,6 +93,7 @@ class SessionConnection:
                 f"no hello within {timeout:g} s",
                 code="auth_timeout",
                 fatal=True,
+                close_code=CloseCode.AUTH_TIMEOUT,
             ) from error
         except KeyError as error:
             # receive_text() found a binary frame where the hello belongs.
@@ -155,6 +156,7 @@ class SessionConnection:
                     f"message of {size} bytes is over the limit of {limit}",
                     code="message_too_big",
                     fatal=True,
+                    close_code=CloseCode.MESSAGE_TOO_BIG,
                 )
             try:
                 if data is not None:

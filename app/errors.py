@@ -56,8 +56,15 @@ class ProtocolViolation(SessionError):
     close_code = CloseCode.BAD_REQUEST
 
     def __init__(
-        self, session_id: str, message: str, *, code: str = "bad_request", fatal: bool
+        self,
+        session_id: str,
+        message: str,
+        *,
+        code: str = "bad_request",
+        fatal: bool,
+        close_code: CloseCode = CloseCode.BAD_REQUEST,
     ) -> None:
         super().__init__(session_id, message)
         self.code = code
         self.fatal = fatal
+        self.close_code = close_code

@@ -51,6 +51,10 @@ class Launcher:
 
     def run(self) -> None:
         """Starts everything, waits for Ctrl-C, stops everything it started."""
+        # SIGTERM (systemd, `kill`) stops as Ctrl-C does; and Ctrl-C works even
+        # when a parent shell started us with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             redis_url = self._redis_url or self._start_redis()
             config = self._write_config(redis_url)
@@ -101,6 +105,7 @@ class Launcher:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             # Its own process group: Ctrl-C reaches it through us, in order.
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
         threading.Thread(target=self._collect_log, daemon=True).start()
 
@@ -151,6 +156,16 @@ class Launcher:
         if self._redis is not None:
             self._console.print("stopping the embedded Redis")
             self._redis.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _default_sigint() -> None:
+    # `serve run` shuts Serve and Ray down on KeyboardInterrupt, which Python
+    # raises only if SIGINT was not ignored when it started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _languages(base_url: str) -> dict[str, Any] | None:

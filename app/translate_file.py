@@ -77,7 +77,7 @@ async def _send(
 
 async def _receive(connection: Connection, console: Console) -> Transcript:
     """Prints what arrives: transcripts on stdout, problems on `console`."""
-    stdout = Console(highlight=False)
+    stdout = Console(highlight=False, soft_wrap=True)
     transcript = Transcript()
     async for message in connection.messages():
         transcript.add(message)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-from dataclasses import dataclass
 
 from ray import serve
 
 from deployments.errors import StageError
 from deployments.schema import Translation
-from deployments.translation.routing import TextTranslator, TranslatorSettings
+from deployments.translation.routing import (
+    TextTranslator,
+    TranslationJob,
+    TranslatorSettings,
+)
 
 _DEFAULT_BATCH = TranslatorSettings()
-
-
-@dataclass(frozen=True)
-class _Request:
-    text: str
-    source: str
-    target: str
 
 
 @serve.deployment(
@@ -61,7 +56,7 @@ class Translator:
         # Checked before batching so that one bad pair fails only its caller.
         if source != target:
             self._translator.backend_for(source, target)
-        result = await self._translate_batch(_Request(text, source, target))
+        result = await self._translate_batch(TranslationJob(text, source, target))
         if isinstance(result, StageError):
             raise result
         return result
@@ -75,35 +70,9 @@ class Translator:
 
     @serve.batch(max_batch_size=_DEFAULT_BATCH.max_batch_size)
     async def _translate_batch(
-        self, requests: list[_Request]
+        self, jobs: list[TranslationJob]
     ) -> list[Translation | StageError]:
-        return await asyncio.to_thread(self._translate_grouped, requests)
-
-    def _translate_grouped(
-        self, requests: list[_Request]
-    ) -> list[Translation | StageError]:
-        results: list[Translation | StageError | None] = [None] * len(requests)
-
-        def pair_of(index: int) -> tuple[str, str]:
-            return requests[index].source, requests[index].target
-
-        indices = sorted(range(len(requests)), key=pair_of)
-        for (source, target), group in itertools.groupby(indices, key=pair_of):
-            members = list(group)
-            try:
-                texts, backend, compute_s = self._translator.translate(
-                    [requests[i].text for i in members], source, target
-                )
-            except StageError as error:
-                # A failing group fails its own callers, not the whole batch.
-                for index in members:
-                    results[index] = error
-                continue
-            for index, text in zip(members, texts, strict=True):
-                results[index] = Translation(
-                    text, source, target, backend, compute_s=compute_s
-                )
-        return results
+        return await asyncio.to_thread(self._translator.translate_batch, jobs)
 
     def _apply_batching(self, settings: TranslatorSettings) -> None:
         self._translate_batch.set_max_batch_size(settings.max_batch_size)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments.errors import BackendUnavailable, UnsupportedLanguagePair
+from deployments.errors import (
+    BackendUnavailable,
+    StageError,
+    UnsupportedLanguagePair,
+)
+from deployments.schema import Translation
 from deployments.translation.apertium import ApertiumBackend, ApertiumOptions
 from deployments.translation.backend import BackendOptions, TranslationBackend
 from deployments.translation.bergamot import BergamotBackend, BergamotOptions
@@ -84,6 +91,15 @@ class TranslatorSettings(BaseModel):
     batch_wait_timeout_s: float = Field(
         0.01, ge=0.0, description="how long a batch waits to fill up"
     )
+
+
+@dataclass(frozen=True)
+class TranslationJob:
+    """One text waiting in a batch to be translated."""
+
+    text: str
+    source: str
+    target: str
 
 
 class TextTranslator:
@@ -174,6 +190,35 @@ class TextTranslator:
             compute_s,
         )
         return results, backend.name, compute_s
+
+    def translate_batch(
+        self, jobs: list[TranslationJob]
+    ) -> list[Translation | StageError]:
+        """Translate jobs of any pairs, one backend call per pair.
+
+        A pair that fails yields its error in the places of its own jobs, so
+        the other pairs of the batch still succeed. `compute_s` of each
+        translation is the time of the backend call that carried it.
+        """
+        results: list[Translation | StageError | None] = [None] * len(jobs)
+
+        def pair_of(index: int) -> tuple[str, str]:
+            return jobs[index].source, jobs[index].target
+
+        ordered = sorted(range(len(jobs)), key=pair_of)
+        for (source, target), group in itertools.groupby(ordered, key=pair_of):
+            members = list(group)
+            try:
+                texts, backend, compute_s = self.translate(
+                    [jobs[index].text for index in members], source, target
+                )
+            except StageError as error:
+                for index in members:
+                    results[index] = error
+                continue
+            for index, text in zip(members, texts, strict=True):
+                results[index] = Translation(text, source, target, backend, compute_s)
+        return results
 
     @staticmethod
     def _start(options: BackendOptions) -> TranslationBackend | None:

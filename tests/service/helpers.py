@@ -9,16 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import soxr
+from whisper_normalizer.english import EnglishTextNormalizer
 
 from app.audio_file import read_pcm16
 from app.client import Connection, TolkClient, Transcript
 
 CHUNK_S = 0.1
+_ENGLISH = EnglishTextNormalizer()
 
 
 def references(audio_dir: Path) -> dict[str, str]:
     lines = (audio_dir / "references.tsv").read_text().splitlines()[1:]
     return dict(line.split("\t", 1) for line in lines if "\t" in line)
+
+
+def normalized(text: str) -> str:
+    """English text as Whisper evaluations compare it: numbers as digits, etc."""
+    return str(_ENGLISH(text))
 
 
 def words(text: str) -> list[str]:
