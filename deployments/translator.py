@@ -53,7 +53,7 @@ class Translator:
             UnsupportedLanguagePair: no available backend serves the pair.
             BackendFailed: the backend failed on the batch holding this text.
         """
-        # Checked before batching so that one bad pair fails only its caller.
+        # Checked before batching so an unsupported pair fails at once.
         if source != target:
             self._translator.backend_for(source, target)
         result = await self._translate_batch(TranslationJob(text, source, target))

@@ -11,7 +11,7 @@ import numpy as np
 import soundfile
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.errors import BackendFailed, BackendUnavailable
+from deployments.errors import BackendFailed, BackendUnavailable, UnsupportedLanguage
 from deployments.synthesis.backend import SynthesisBackend
 from deployments.synthesis.languages import espeak_languages, espeak_voice_for
 
@@ -48,22 +48,27 @@ class EspeakBackend(SynthesisBackend):
         self._binary = binary
         self._timeout_s = options.timeout_s
         self._voices = self._list_voices()
+        self._languages = espeak_languages(self._voices)
         self.sample_rate = _SAMPLE_RATE
         logger.info("espeak-ng has %d voices", len(self._voices))
 
     def languages(self) -> set[str]:
         """Every language one of the installed voices speaks."""
-        return espeak_languages(self._voices)
+        return set(self._languages)
 
     def voices(self) -> set[str]:
         """espeak-ng voice codes, such as 'pt' or 'en-gb'."""
         return set(self._voices)
 
     def default_voice(self, language: str) -> str:
-        """The preferred variant of the language (Brazilian for 'pt')."""
+        """The preferred variant of the language (Brazilian for 'pt').
+
+        Raises:
+            UnsupportedLanguage: no installed voice speaks the language.
+        """
         voice = espeak_voice_for(language, self._voices)
         if voice is None:
-            raise KeyError(language)
+            raise UnsupportedLanguage(language, "espeak-ng", sorted(self._languages))
         return voice
 
     def synthesize(

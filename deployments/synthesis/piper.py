@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.errors import BackendFailed, BackendUnavailable
 from deployments.synthesis.backend import SynthesisBackend
+from deployments.synthesis.onnx_session import ONNX_ERRORS, open_session
 
 logger = logging.getLogger("tolk.stage.tts")
 
@@ -37,7 +38,6 @@ class PiperBackend(SynthesisBackend):
 
     def __init__(self, options: PiperOptions) -> None:
         try:
-            import onnxruntime
             from piper import PiperConfig, PiperVoice, SynthesisConfig
         except ImportError as error:
             raise BackendUnavailable(
@@ -48,19 +48,14 @@ class PiperBackend(SynthesisBackend):
         config_path = Path(options.config_path or f"{model_path}.json")
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise BackendUnavailable(self.name, str(error)) from error
-        session_options = onnxruntime.SessionOptions()
-        session_options.intra_op_num_threads = options.cpu_threads
-        # Built by hand rather than with PiperVoice.load, which has no way
-        # to bound onnxruntime's threads.
+            piper_config = PiperConfig.from_dict(config)
+        except (OSError, ValueError, KeyError) as error:
+            raise BackendUnavailable(self.name, f"bad voice config: {error}") from error
+        # Built by hand rather than with PiperVoice.load, which has no way to
+        # bound onnxruntime's threads.
         self._voice = PiperVoice(
-            config=PiperConfig.from_dict(config),
-            session=onnxruntime.InferenceSession(
-                str(model_path),
-                sess_options=session_options,
-                providers=["CPUExecutionProvider"],
-            ),
+            config=piper_config,
+            session=open_session(self.name, str(model_path), options.cpu_threads),
         )
         self._synthesis_config = SynthesisConfig
         self.sample_rate = self._voice.config.sample_rate
@@ -99,7 +94,7 @@ class PiperBackend(SynthesisBackend):
                 chunk.audio_float_array
                 for chunk in self._voice.synthesize(text, syn_config=settings)
             ]
-        except (ValueError, RuntimeError, KeyError) as error:
+        except (ValueError, RuntimeError, KeyError, *ONNX_ERRORS) as error:
             raise BackendFailed(self.name, str(error)) from error
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return audio, self.sample_rate

@@ -6,8 +6,9 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,7 +32,7 @@ AnyBackendOptions = Annotated[
     ApertiumOptions | BergamotOptions | TransformersOptions,
     Field(discriminator="name"),
 ]
-_BACKENDS: dict[str, type[TranslationBackend]] = {
+_BACKENDS: dict[str, Callable[[Any], TranslationBackend]] = {
     "apertium": ApertiumBackend,
     "bergamot": BergamotBackend,
     "transformers": TransformersBackend,
@@ -112,7 +113,7 @@ class TextTranslator:
 
     def __init__(self, settings: TranslatorSettings | None = None) -> None:
         self._backends: dict[str, TranslationBackend | None] = {}
-        self._routes: list[tuple[TranslationRoute, TranslationBackend]] = []
+        self._table: dict[tuple[str, str], TranslationBackend] = {}
         self.apply(settings or TranslatorSettings())
 
     def apply(self, settings: TranslatorSettings) -> None:
@@ -122,6 +123,7 @@ class TextTranslator:
         restarts, so its warning appears once.
         """
         backends: dict[str, TranslationBackend | None] = {}
+        table: dict[tuple[str, str], TranslationBackend] = {}
         for route in settings.routes:
             key = route.backend.model_dump_json()
             if key not in backends:
@@ -130,21 +132,18 @@ class TextTranslator:
                     if key in self._backends
                     else self._start(route.backend)
                 )
-        self._routes = [
-            (route, backend)
-            for route in settings.routes
-            if (backend := backends[route.backend.model_dump_json()]) is not None
-        ]
-        self._backends = backends
+            backend = backends[key]
+            if backend is None:
+                continue
+            # Earlier routes win, so a pair keeps the first backend it met.
+            for pair in backend.pairs():
+                if route.matches(*pair):
+                    table.setdefault(pair, backend)
+        self._backends, self._table = backends, table
 
     def pairs(self) -> set[tuple[str, str]]:
         """(source, target) pairs some available backend serves now."""
-        return {
-            pair
-            for route, backend in self._routes
-            for pair in backend.pairs()
-            if route.matches(*pair)
-        }
+        return set(self._table)
 
     def backend_for(self, source: str, target: str) -> TranslationBackend:
         """The backend of the first route serving the pair.
@@ -152,10 +151,10 @@ class TextTranslator:
         Raises:
             UnsupportedLanguagePair: no available route serves it.
         """
-        for route, backend in self._routes:
-            if route.matches(source, target) and (source, target) in backend.pairs():
-                return backend
-        raise UnsupportedLanguagePair(source, target)
+        backend = self._table.get((source, target))
+        if backend is None:
+            raise UnsupportedLanguagePair(source, target)
+        return backend
 
     def translate(
         self, texts: list[str], source: str, target: str
@@ -200,7 +199,7 @@ class TextTranslator:
         the other pairs of the batch still succeed. `compute_s` of each
         translation is the time of the backend call that carried it.
         """
-        results: list[Translation | StageError | None] = [None] * len(jobs)
+        results: dict[int, Translation | StageError] = {}
 
         def pair_of(index: int) -> tuple[str, str]:
             return jobs[index].source, jobs[index].target
@@ -218,7 +217,7 @@ class TextTranslator:
                 continue
             for index, text in zip(members, texts, strict=True):
                 results[index] = Translation(text, source, target, backend, compute_s)
-        return results
+        return [results[index] for index in range(len(jobs))]
 
     @staticmethod
     def _start(options: BackendOptions) -> TranslationBackend | None:

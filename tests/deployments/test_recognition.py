@@ -9,7 +9,7 @@ import numpy as np
 import pydantic
 import pytest
 
-from deployments.errors import InvalidAudio, UnsupportedLanguage
+from deployments.errors import InvalidAudio, ModelUnavailable, UnsupportedLanguage
 from deployments.recognition import SpeechRecognizer, TranscriberSettings
 from deployments.schema import ASR_SAMPLE_RATE, TranscriptionRequest
 from tests.deployments.helpers import load_clip, words
@@ -120,3 +120,10 @@ def test_apply_reloads_only_when_a_load_field_changes(
     recognizer.apply(TranscriberSettings(beam_size=2, compute_type="float32"))
     assert len(loads) == 2
     assert loads[-1].compute_type == "float32"
+
+
+def test_unloadable_model_is_reported(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-model")
+    with pytest.raises(ModelUnavailable) as caught:
+        SpeechRecognizer(TranscriberSettings(model=missing))
+    assert caught.value.reference == missing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydantic
 import pytest
@@ -10,6 +12,7 @@ from deployments.errors import UnknownVoice, UnsupportedLanguage
 from deployments.recognition import SpeechRecognizer
 from deployments.schema import Speech
 from deployments.synthesis.espeak import EspeakOptions
+from deployments.synthesis.kokoro import KokoroOptions
 from deployments.synthesis.voices import (
     SpeechSynthesizer,
     SynthesizerSettings,
@@ -35,44 +38,43 @@ def _assert_audible(speech: Speech) -> None:
 
 
 @pytest.mark.parametrize(
-    ("language", "backend"),
-    [("en", "piper"), ("es", "kokoro"), ("pt", "kokoro"), ("de", "espeak")],
+    ("language", "backend"), [("en", "piper"), ("es", "kokoro"), ("pt", "kokoro")]
 )
-def test_default_voices_use_the_expected_backends(
-    speech_synthesizer: SpeechSynthesizer, language: str, backend: str
-) -> None:
-    speech = speech_synthesizer.synthesize("Hola.", language)
-    assert speech.backend == backend
-    assert speech.language == language
-
-
-@pytest.mark.parametrize("language", ["en", "es", "pt"])
 def test_default_voices_are_read_back(
     speech_synthesizer: SpeechSynthesizer,
     stage_recognizer: SpeechRecognizer,
     language: str,
+    backend: str,
 ) -> None:
     sentence = SENTENCES[language]
 
     speech = speech_synthesizer.synthesize(sentence, language)
 
+    assert (speech.backend, speech.language) == (backend, language)
     _assert_audible(speech)
     assert speech.compute_s > 0
     heard = read_back(stage_recognizer, _samples(speech), speech.sample_rate, language)
     assert word_recall(sentence, heard) >= 0.5
 
 
-def test_espeak_speaks_what_the_neural_voices_do_not(
-    speech_synthesizer: SpeechSynthesizer, stage_recognizer: SpeechRecognizer
+def test_other_languages_fall_to_espeak(
+    speech_synthesizer: SpeechSynthesizer,
 ) -> None:
-    sentence = "Guten Morgen, der Zug fährt um acht Uhr ab."
+    speech = speech_synthesizer.synthesize("Guten Morgen.", "de")
+    assert (speech.backend, speech.voice) == ("espeak", "de")
 
-    speech = speech_synthesizer.synthesize(sentence, "de")
+
+def test_espeak_is_read_back(stage_recognizer: SpeechRecognizer) -> None:
+    synthesizer = SpeechSynthesizer(
+        SynthesizerSettings(voices={"en": VoiceChoice(backend="espeak")})
+    )
+
+    speech = synthesizer.synthesize(SENTENCES["en"], "en")
 
     _assert_audible(speech)
-    assert speech.sample_rate == 22_050
-    heard = read_back(stage_recognizer, _samples(speech), speech.sample_rate, "de")
-    assert word_recall(sentence, heard) >= 0.5
+    assert (speech.sample_rate, speech.voice) == (22_050, "en-us")
+    heard = read_back(stage_recognizer, _samples(speech), speech.sample_rate, "en")
+    assert word_recall(SENTENCES["en"], heard) >= 0.5
 
 
 def test_languages_cover_defaults_and_espeak(
@@ -142,6 +144,20 @@ def test_unavailable_backend_falls_back_to_the_wildcard() -> None:
         synthesizer.synthesize("Hola.", "es")
 
 
+def test_missing_kokoro_model_falls_back_to_espeak(tmp_path: Path) -> None:
+    settings = SynthesizerSettings(
+        voices={
+            "es": VoiceChoice(backend="kokoro"),
+            "*": VoiceChoice(backend="espeak"),
+        },
+        kokoro=KokoroOptions(model_path=str(tmp_path / "missing.onnx")),
+    )
+
+    speech = SpeechSynthesizer(settings).synthesize("Hola.", "es")
+
+    assert speech.backend == "espeak"
+
+
 def test_unknown_voice_is_rejected() -> None:
     settings = SynthesizerSettings(
         voices={"es": VoiceChoice(backend="espeak", voice="nope")}
@@ -158,7 +174,7 @@ def test_language_the_backend_cannot_speak_is_rejected(
     with pytest.raises(UnsupportedLanguage, match="piper"):
         speech_synthesizer.apply(settings)
     # The failed apply left the previous voices in place.
-    assert speech_synthesizer.synthesize("Hola.", "es").backend == "kokoro"
+    assert speech_synthesizer.synthesize(" ", "es").backend == "kokoro"
 
 
 @pytest.mark.parametrize(
