@@ -13,6 +13,7 @@ import contextvars
 import logging
 from collections.abc import Callable
 
+from app.errors import TolkError
 from app.protocol import (
     AudioHeader,
     Final,
@@ -64,6 +65,7 @@ class SessionProcessor:
         self._partial: asyncio.Task[None] | None = None
         self._working = False
         self.connections = 0
+        self.failure: TolkError | None = None
 
     @property
     def session_id(self) -> str:
@@ -89,6 +91,7 @@ class SessionProcessor:
 
     async def feed(self, pcm16: bytes, input_samples: int) -> None:
         """Takes PCM16 16 kHz audio; returns once its effect is stored."""
+        self._raise_if_failed()
         async with self._input_lock:
             segmentation = self._segmenter.feed(self._state, self._buffer, pcm16)
             await self._persist(segmentation, input_samples)
@@ -98,10 +101,15 @@ class SessionProcessor:
 
     async def end_of_stream(self) -> None:
         """Ends the utterance in progress and announces when all is processed."""
+        self._raise_if_failed()
         async with self._input_lock:
             segmentation = self._segmenter.flush(self._state, self._buffer)
             await self._persist(segmentation, 0)
         self._queue.put_nowait(_END_OF_STREAM)
+
+    def _raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     @property
     def busy(self) -> bool:
@@ -159,25 +167,40 @@ class SessionProcessor:
             if transcript.text == self._last_partial:
                 return
             self._last_partial = transcript.text
-            await self._store.emit(
-                self.session_id, Partial(utterance=number, text=transcript.text)
-            )
+            try:
+                await self._store.emit(
+                    self.session_id, Partial(utterance=number, text=transcript.text)
+                )
+            except TolkError as error:
+                # The worker meets the same error on its next write and stops.
+                logger.warning(
+                    "session %s: partial not sent: %s", self.session_id, error.code
+                )
 
     async def _work(self) -> None:
-        while True:
-            item = await self._queue.get()
-            self._working = True
-            try:
-                if item is _END_OF_STREAM:
-                    await self._store.emit(
-                        self.session_id, StreamEnded(utterances=self._ended)
-                    )
-                else:
-                    await self._process(*item)
-            finally:
-                self._working = False
-            if self._queue.empty():
-                self._on_idle(self)
+        try:
+            while True:
+                item = await self._queue.get()
+                self._working = True
+                try:
+                    if item is _END_OF_STREAM:
+                        await self._store.emit(
+                            self.session_id, StreamEnded(utterances=self._ended)
+                        )
+                    else:
+                        await self._process(*item)
+                finally:
+                    self._working = False
+                if self._queue.empty():
+                    self._on_idle(self)
+        except TolkError as error:
+            # Redis is gone or the session expired: what is unprocessed stays
+            # in Redis for the processor that the next connection starts.
+            self.failure = error
+            logger.error(
+                "session %s: processing stopped: %s", self.session_id, error.code
+            )
+            self._on_idle(self)
 
     # Stage calls catch every error: Ray re-raises whatever the remote stage
     # raised, and one utterance's failure must not end the session's stream.

@@ -73,7 +73,7 @@ class ProcessorRegistry:
         return processor
 
     def _release_if_unused(self, processor: SessionProcessor) -> None:
-        if processor.connections > 0:
+        if processor.connections > 0 and processor.failure is None:
             return
         if self._processors.get(processor.session_id) is not processor:
             return
