@@ -38,7 +38,7 @@ class ServerMessage:
 
 
 @dataclass
-class Transcript:
+class SessionOutput:
     """Everything a connection received, grouped per utterance and language."""
 
     finals: dict[int, str] = field(default_factory=dict)
@@ -193,7 +193,7 @@ __all__ = [
     "Connection",
     "ServerMessage",
     "SessionHandle",
+    "SessionOutput",
     "TolkClient",
     "TolkClientError",
-    "Transcript",
 ]

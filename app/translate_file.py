@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from app.audio_file import read_pcm16, write_wav
-from app.client import Connection, TolkClient, TolkClientError, Transcript
+from app.client import Connection, SessionOutput, TolkClient, TolkClientError
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def output_paths(out: Path, targets: list[str]) -> dict[str, Path]:
     return {t: out.with_name(f"{out.stem}.{t}{out.suffix or '.wav'}") for t in targets}
 
 
-async def translate_file(options: TranslateOptions, console: Console) -> Transcript:
+async def translate_file(options: TranslateOptions, console: Console) -> SessionOutput:
     pcm, rate = read_pcm16(options.file)
     async with TolkClient(options.url) as client:
         try:
@@ -75,10 +75,10 @@ async def _send(
     await connection.end()
 
 
-async def _receive(connection: Connection, console: Console) -> Transcript:
+async def _receive(connection: Connection, console: Console) -> SessionOutput:
     """Prints what arrives: transcripts on stdout, problems on `console`."""
     stdout = Console(highlight=False, soft_wrap=True)
-    transcript = Transcript()
+    transcript = SessionOutput()
     async for message in connection.messages():
         transcript.add(message)
         data = message.data

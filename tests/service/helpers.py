@@ -12,7 +12,7 @@ import soxr
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from app.audio_file import read_pcm16
-from app.client import Connection, TolkClient, Transcript
+from app.client import Connection, SessionOutput, TolkClient
 
 CHUNK_S = 0.1
 _ENGLISH = EnglishTextNormalizer()
@@ -47,9 +47,9 @@ async def stream_clip(
     await connection.end()
 
 
-async def collect(connection: Connection, timeout_s: float = 300) -> Transcript:
+async def collect(connection: Connection, timeout_s: float = 300) -> SessionOutput:
     """Everything the connection receives up to the end of the stream."""
-    transcript = Transcript()
+    transcript = SessionOutput()
 
     async def read() -> None:
         async for message in connection.messages():
@@ -63,7 +63,7 @@ async def collect(connection: Connection, timeout_s: float = 300) -> Transcript:
 
 async def translate_clip(
     client: TolkClient, path: Path, targets: list[str]
-) -> Transcript:
+) -> SessionOutput:
     _, rate = read_pcm16(path)
     session = await client.create_session("en", targets, rate)
     async with client.connect(session) as connection:
