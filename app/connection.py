@@ -11,7 +11,7 @@ from enum import Enum
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.errors import ProtocolViolation, SessionError, StoreUnavailable, TolkError
+from app.errors import ProtocolViolation, SessionError, TolkError
 from app.fanout import RESYNC, Fanout, Subscription
 from app.processor import SessionProcessor
 from app.protocol import (
@@ -244,7 +244,7 @@ class SessionConnection:
         except (WebSocketDisconnect, RuntimeError):
             # The socket closed under us; the receive side notices and ends.
             return
-        except StoreUnavailable as error:
+        except TolkError as error:
             await self._fail(error)
 
     async def _catch_up(self, cursor: int, until: int | None = None) -> int:

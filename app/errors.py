@@ -49,6 +49,12 @@ class Unauthorized(SessionError):
     close_code = CloseCode.UNAUTHORIZED
 
 
+class LeaseLost(SessionError):
+    """This replica's processing lease expired and another one took over."""
+
+    code = "lease_lost"
+
+
 class ProtocolViolation(SessionError):
     """A message the protocol does not allow; `fatal` ones end the connection."""
 

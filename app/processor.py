@@ -1,9 +1,11 @@
 """Turns a session's incoming audio into its output events.
 
-One processor per session runs on the replica that holds the session's
-speaking connection. It keeps a copy of the utterance in progress, but every
-change reaches Redis before it counts: a processor started elsewhere from
-`SessionStore.snapshot` continues exactly where this one stopped.
+A processor runs on each replica that holds a speaking connection of the
+session. It cuts the incoming audio into utterances and stores every change
+in Redis before it counts. Ended utterances wait in Redis until one
+processor, the holder of the session's lease, turns them into output; the
+lease makes sure that only one replica at a time does, whichever replica the
+utterances arrived on, and that one that lost its lease cannot write.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
-from app.errors import TolkError
+from app.errors import LeaseLost, TolkError
 from app.protocol import (
     AudioHeader,
     Final,
@@ -30,7 +34,8 @@ from deployments.schema import Speech, TranscriptionRequest, Translation
 
 logger = logging.getLogger("tolk.processor")
 
-_END_OF_STREAM = None
+LEASE_MS = 10_000
+_LEASE_RETRY_S = 0.1
 
 
 class SessionProcessor:
@@ -58,7 +63,10 @@ class SessionProcessor:
         self._ended = 0
         self._last_final = 0
         self._last_partial = ""
-        self._queue: asyncio.Queue[tuple[int, EndedUtterance] | None] = asyncio.Queue()
+        # Utterance counts at each `end` the client sent, not yet announced.
+        self._ends: list[int] = []
+        self._wake = asyncio.Event()
+        self._owner = ""
         self._input_lock = asyncio.Lock()
         self._emit_lock = asyncio.Lock()
         self._worker: asyncio.Task[None] | None = None
@@ -78,22 +86,24 @@ class SessionProcessor:
         self._buffer = bytearray(snapshot.pending_audio)
         self._context = snapshot.context
         self._ended = snapshot.utterances
-        for number in sorted(snapshot.unprocessed):
-            utterance = EndedUtterance.from_bytes(snapshot.unprocessed[number])
-            self._queue.put_nowait((number, utterance))
         if snapshot.unprocessed:
             logger.info(
-                "session %s: resuming %d unfinished utterances",
+                "session %s: %d utterances wait for processing",
                 self.session_id,
                 len(snapshot.unprocessed),
             )
+            self._wake.set()
         self._worker = _detached(self._work(), f"tolk-worker-{self.session_id}")
 
     async def feed(self, pcm16: bytes, input_samples: int) -> None:
         """Takes PCM16 16 kHz audio; returns once its effect is stored."""
         self._raise_if_failed()
         async with self._input_lock:
-            segmentation = self._segmenter.feed(self._state, self._buffer, pcm16)
+            # In a thread: a large frame costs the detector real time, and
+            # other sockets on this replica must not wait for it.
+            segmentation = await asyncio.to_thread(
+                self._segmenter.feed, self._state, self._buffer, pcm16
+            )
             await self._persist(segmentation, input_samples)
 
         if segmentation.partial_due:
@@ -105,7 +115,8 @@ class SessionProcessor:
         async with self._input_lock:
             segmentation = self._segmenter.flush(self._state, self._buffer)
             await self._persist(segmentation, 0)
-        self._queue.put_nowait(_END_OF_STREAM)
+            self._ends.append(self._ended)
+        self._wake.set()
 
     def _raise_if_failed(self) -> None:
         if self.failure is not None:
@@ -113,7 +124,7 @@ class SessionProcessor:
 
     @property
     def busy(self) -> bool:
-        return self._working or not self._queue.empty()
+        return self._working or self._wake.is_set() or bool(self._ends)
 
     async def aclose(self) -> None:
         for task in (self._worker, self._partial):
@@ -132,14 +143,13 @@ class SessionProcessor:
             ended=tuple(u.to_bytes() for u in segmentation.ended),
         )
         numbers = await self._store.write_audio(self.session_id, write)
-        for number, utterance in zip(numbers, segmentation.ended, strict=True):
-            self._ended = number
-            self._queue.put_nowait((number, utterance))
-            logger.debug("session %s: utterance %d ended", self.session_id, number)
+        if numbers:
+            self._ended = max(numbers)
+            self._wake.set()
+            logger.debug("session %s: utterances %s ended", self.session_id, numbers)
 
     def _maybe_partial(self) -> None:
-        busy = self._partial is not None and not self._partial.done()
-        if busy or not self._queue.empty():
+        if self._partial is not None and not self._partial.done():
             return
         number = self._ended + 1
         audio = pcm16_to_float(bytes(self._buffer))
@@ -180,18 +190,14 @@ class SessionProcessor:
     async def _work(self) -> None:
         try:
             while True:
-                item = await self._queue.get()
+                await self._wake.wait()
+                self._wake.clear()
                 self._working = True
                 try:
-                    if item is _END_OF_STREAM:
-                        await self._store.emit(
-                            self.session_id, StreamEnded(utterances=self._ended)
-                        )
-                    else:
-                        await self._process(*item)
+                    await self._drain()
                 finally:
                     self._working = False
-                if self._queue.empty():
+                if not self.busy:
                     self._on_idle(self)
         except TolkError as error:
             # Redis is gone or the session expired: what is unprocessed stays
@@ -201,6 +207,65 @@ class SessionProcessor:
                 "session %s: processing stopped: %s", self.session_id, error.code
             )
             self._on_idle(self)
+
+    async def _drain(self) -> None:
+        """Processes the session's pending utterances while holding its lease."""
+        while True:
+            pending = await self._store.pending_utterances(self.session_id)
+            if not pending and not self._ends:
+                return
+            async with self._lease() as held:
+                if not held:
+                    await asyncio.sleep(_LEASE_RETRY_S)
+                    continue
+                try:
+                    await self._process_pending()
+                except LeaseLost:
+                    logger.warning("session %s: lease lost", self.session_id)
+                    continue
+            if not self._ends:
+                return
+
+    async def _process_pending(self) -> None:
+        # Another replica may have processed utterances since this one did.
+        self._context = await self._store.context(self.session_id)
+        while pending := await self._store.pending_utterances(self.session_id):
+            number = min(pending)
+            await self._announce_ends(before=number)
+            await self._process(number, EndedUtterance.from_bytes(pending[number]))
+        await self._announce_ends(before=None)
+
+    async def _announce_ends(self, before: int | None) -> None:
+        """Emits `end_of_stream` for each `end` received before utterance `before`."""
+        while self._ends and (before is None or self._ends[0] < before):
+            await self._store.emit(
+                self.session_id,
+                StreamEnded(utterances=self._ends[0]),
+                owner=self._owner,
+            )
+            self._ends.pop(0)
+
+    @asynccontextmanager
+    async def _lease(self) -> AsyncIterator[bool]:
+        """Holds the lease, renewed in the background, if it can be had now."""
+        owner = f"{secrets.token_hex(8)}"
+        if not await self._store.acquire_lease(self.session_id, owner, LEASE_MS):
+            yield False
+            return
+        self._owner = owner
+        renewer = _detached(self._renew(owner), f"tolk-lease-{self.session_id}")
+        try:
+            yield True
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            await self._store.release_lease(self.session_id, owner)
+
+    async def _renew(self, owner: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE_MS / 3000)
+            if not await self._store.acquire_lease(self.session_id, owner, LEASE_MS):
+                return
 
     # Stage calls catch every error: Ray re-raises whatever the remote stage
     # raised, and one utterance's failure must not end the session's stream.
@@ -215,7 +280,7 @@ class SessionProcessor:
             transcript = await self._stages.transcribe(request)
         except Exception as error:
             await self._stage_failed(number, "transcription", None, error)
-            await self._store.complete_utterance(self.session_id, number, self._context)
+            await self._complete(number)
             return
 
         text = transcript.text.strip()
@@ -224,7 +289,8 @@ class SessionProcessor:
             self._last_partial = ""
             await self._store.emit(
                 self.session_id,
-                Final(
+                owner=self._owner,
+                event=Final(
                     utterance=number,
                     text=text,
                     language=transcript.language or source,
@@ -235,7 +301,12 @@ class SessionProcessor:
         if text:
             await self._translate_and_speak(number, text)
             self._context = (self._context + " " + text).strip()[-self._context_chars :]
-        await self._store.complete_utterance(self.session_id, number, self._context)
+        await self._complete(number)
+
+    async def _complete(self, number: int) -> None:
+        await self._store.complete_utterance(
+            self.session_id, number, self._context, owner=self._owner
+        )
 
     async def _translate_and_speak(self, number: int, text: str) -> None:
         source, targets = self.config.source, self.config.targets
@@ -252,6 +323,7 @@ class SessionProcessor:
             await self._store.emit(
                 self.session_id,
                 TranslationText(utterance=number, language=target, text=result.text),
+                owner=self._owner,
             )
             if result.text.strip():
                 task = asyncio.ensure_future(
@@ -272,7 +344,9 @@ class SessionProcessor:
                 sample_rate=speech.sample_rate,
                 bytes=len(speech.pcm16),
             )
-            await self._store.emit(self.session_id, header, speech.pcm16)
+            await self._store.emit(
+                self.session_id, header, speech.pcm16, owner=self._owner
+            )
 
     async def _stage_failed(
         self, number: int, stage: str, language: str | None, error: BaseException
@@ -287,7 +361,8 @@ class SessionProcessor:
         )
         await self._store.emit(
             self.session_id,
-            StageError(
+            owner=self._owner,
+            event=StageError(
                 utterance=number,
                 stage=stage,
                 language=language,

@@ -41,7 +41,9 @@ class SessionRequest(_Message):
 
     source: LanguageCode
     targets: list[LanguageCode] = Field(min_length=1, max_length=8)
-    sample_rate: int = Field(16_000, description="Hz of the PCM16 the client sends.")
+    sample_rate: int = Field(
+        16_000, strict=True, description="Hz of the PCM16 the client sends."
+    )
     format: Literal["pcm16le"] = "pcm16le"
 
     @field_validator("targets")
@@ -57,7 +59,7 @@ class Hello(_Message):
 
     type: Literal["hello"]
     token: str = Field(min_length=1, max_length=512)
-    last_event_id: int = Field(0, ge=0)
+    last_event_id: int = Field(0, ge=0, le=2**53)
 
 
 class Configure(_Message):

@@ -7,6 +7,7 @@ on a Redis Cluster:
     tolk:{SID}:audio        string: PCM16 16 kHz of the utterance in progress
     tolk:{SID}:utterances   hash: ended utterances not yet fully processed
     tolk:{SID}:events       stream: output events, entry id "<event id>-0"
+    tolk:{SID}:lease        string: which processor may write output now
     tolk:{SID}:live         Pub/Sub channel: the same events, live
 
 Every write refreshes the TTL of all of them.
@@ -30,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.errors import SessionNotFound, StoreUnavailable, Unauthorized
+from app.errors import LeaseLost, SessionNotFound, StoreUnavailable, Unauthorized
 from app.protocol import SessionEvent, SessionRequest
 from app.wire import EventRecord, header_body
 
@@ -40,6 +41,9 @@ T = TypeVar("T")
 # one step, so that log order, id order and publish order are the same.
 _EMIT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[6] then
+  return redis.error_reply('NOTOWNER')
+end
 local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
 local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0',
@@ -66,6 +70,38 @@ redis.call('HINCRBY', KEYS[1], 'input_samples', ARGV[1])
 redis.call('HSET', KEYS[1], 'segmenter', ARGV[2])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 return numbers
+"""
+
+# Forgets an utterance once its output is logged; only the lease holder may.
+_COMPLETE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return redis.error_reply('NOTOWNER') end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'context', ARGV[2])
+return 1
+"""
+
+# Sets fields of a session that still exists, and refreshes its TTL.
+_UPDATE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return 1
+"""
+
+# The processing lease: taken when free, renewed by its holder.
+_LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -122,6 +158,10 @@ class SessionStore:
         self._max_events = max_events
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
         self._audio = self._redis.register_script(_AUDIO_SCRIPT)
+        self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
+        self._update = self._redis.register_script(_UPDATE_SCRIPT)
+        self._lease = self._redis.register_script(_LEASE_SCRIPT)
+        self._release = self._redis.register_script(_RELEASE_SCRIPT)
 
     @property
     def client(self) -> redis.Redis:
@@ -156,6 +196,8 @@ class SessionStore:
         except ResponseError as error:
             if "NOSESSION" in str(error):
                 raise SessionNotFound(session_id, "the session expired") from error
+            if "NOTOWNER" in str(error):
+                raise LeaseLost(session_id, "another replica processes it") from error
             raise
 
     async def ping(self) -> None:
@@ -192,7 +234,7 @@ class SessionStore:
         fields = await self._call(
             lambda: self._redis.hgetall(self._key(session_id, "session"))
         )
-        if not fields:
+        if b"token_sha256" not in fields:
             raise SessionNotFound(session_id, "no such session, or it expired")
 
         expected = fields[b"token_sha256"].decode()
@@ -217,8 +259,8 @@ class SessionStore:
         await self._call(refresh)
 
     async def set_sample_rate(self, session_id: str, sample_rate: int) -> None:
-        key = self._key(session_id, "session")
-        await self._call(lambda: self._redis.hset(key, "sample_rate", sample_rate))
+        args = [self._ttl_s, "sample_rate", sample_rate]
+        await self._script(session_id, self._update, self._keys(session_id), args)
 
     async def snapshot(self, session_id: str) -> StreamSnapshot:
         """Reads the input side of a session: audio in progress and its context."""
@@ -258,29 +300,62 @@ class SessionStore:
         return [int(n) for n in numbers]
 
     async def complete_utterance(
-        self, session_id: str, number: int, context: str
+        self, session_id: str, number: int, context: str, *, owner: str
     ) -> None:
         """Forgets an utterance's audio once all its output is logged."""
+        keys = [
+            self._key(session_id, "session"),
+            self._key(session_id, "utterances"),
+            self._key(session_id, "lease"),
+        ]
+        await self._script(session_id, self._complete, keys, [number, context, owner])
 
-        async def apply() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._key(session_id, "utterances"), number)
-                pipe.hset(self._key(session_id, "session"), "context", context)
-                await pipe.execute()
+    async def context(self, session_id: str) -> str:
+        """Recent transcript of the session, the recognizer's prompt."""
+        key = self._key(session_id, "session")
+        value = await self._call(lambda: self._redis.hget(key, "context"))
+        return (value or b"").decode()
 
-        await self._call(apply)
+    async def pending_utterances(self, session_id: str) -> dict[int, bytes]:
+        """Ended utterances whose output is not completely logged yet."""
+        key = self._key(session_id, "utterances")
+        pending = await self._call(lambda: self._redis.hgetall(key))
+        return {int(number): data for number, data in pending.items()}
+
+    async def acquire_lease(self, session_id: str, owner: str, ttl_ms: int) -> bool:
+        """Takes or renews the session's processing lease for `owner`."""
+        keys = [self._key(session_id, "lease")]
+        return bool(await self._script(session_id, self._lease, keys, [owner, ttl_ms]))
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        keys = [self._key(session_id, "lease")]
+        await self._script(session_id, self._release, keys, [owner])
 
     async def emit(
-        self, session_id: str, event: SessionEvent, payload: bytes = b""
+        self,
+        session_id: str,
+        event: SessionEvent,
+        payload: bytes = b"",
+        *,
+        owner: str | None = None,
     ) -> int:
-        """Logs an event and fans it out live; returns its id."""
-        keys = [self._key(session_id, "session"), self._key(session_id, "events")]
+        """Logs an event and fans it out live; returns its id.
+
+        With `owner`, only while that owner holds the processing lease: a
+        replica that lost it cannot write the session's output any more.
+        """
+        keys = [
+            self._key(session_id, "session"),
+            self._key(session_id, "events"),
+            self._key(session_id, "lease"),
+        ]
         args = [
             header_body(event),
             payload,
             self._max_events,
             self.channel(session_id),
             self._ttl_s,
+            owner or "",
         ]
         return int(await self._script(session_id, self._emit, keys, args))
 

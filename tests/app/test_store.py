@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.errors import SessionNotFound, Unauthorized
+from app.errors import LeaseLost, SessionNotFound, Unauthorized
 from app.fanout import Fanout
 from app.protocol import AudioHeader, Partial, SessionRequest
 from app.store import AudioWrite, SessionStore
@@ -82,7 +82,8 @@ async def test_store_audio_writes_number_utterances(store: SessionStore) -> None
     assert snapshot.segmenter_state == b"s2"
     assert snapshot.unprocessed == {1: b"first", 2: b"second"}
 
-    await store.complete_utterance(session_id, 1, "context")
+    assert await store.acquire_lease(session_id, "me", 5000)
+    await store.complete_utterance(session_id, 1, "context", owner="me")
     snapshot = await store.snapshot(session_id)
     assert snapshot.unprocessed == {2: b"second"} and snapshot.context == "context"
 
@@ -124,3 +125,40 @@ async def test_fanout_delivers_to_every_subscriber(store: SessionStore) -> None:
                 assert [r.id for r in got if r is not None] == [1, 2]
     finally:
         await fanout.aclose()
+
+
+async def test_lease_fences_a_replica_that_lost_it(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    assert await store.acquire_lease(session_id, "old", 100)
+    assert not await store.acquire_lease(session_id, "new", 5000)
+    await store.emit(session_id, Partial(utterance=1, text="a"), owner="old")
+
+    await asyncio.sleep(0.2)
+    assert await store.acquire_lease(session_id, "new", 5000)
+
+    with pytest.raises(LeaseLost):
+        await store.emit(session_id, Partial(utterance=1, text="b"), owner="old")
+    with pytest.raises(LeaseLost):
+        await store.complete_utterance(session_id, 1, "", owner="old")
+    assert [r.id for r in await store.events_after(session_id, 0)] == [1]
+
+
+async def test_lease_release_only_by_its_holder(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    assert await store.acquire_lease(session_id, "a", 5000)
+
+    await store.release_lease(session_id, "b")
+    assert not await store.acquire_lease(session_id, "b", 5000)
+    await store.release_lease(session_id, "a")
+    assert await store.acquire_lease(session_id, "b", 5000)
+
+
+async def test_store_updates_do_not_resurrect_sessions(store: SessionStore) -> None:
+    session_id, token = await store.create(REQUEST)
+    await store.client.delete(*await store.client.keys("*"))
+
+    with pytest.raises(SessionNotFound):
+        await store.set_sample_rate(session_id, 48000)
+    assert await store.client.keys("*") == []
+    with pytest.raises(SessionNotFound):
+        await store.authenticate(session_id, token)
