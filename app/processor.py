@@ -97,6 +97,9 @@ class SessionProcessor:
 
     async def feed(self, pcm16: bytes, input_samples: int) -> None:
         """Takes PCM16 16 kHz audio; returns once its effect is stored."""
+        # Limitation: one speaker at a time. Two connections sending audio at
+        # once are cut into the same utterances, and with two detector states
+        # when they are on two replicas.
         self._raise_if_failed()
         async with self._input_lock:
             # In a thread: a large frame costs the detector real time, and
@@ -270,6 +273,9 @@ class SessionProcessor:
     # Stage calls catch every error: Ray re-raises whatever the remote stage
     # raised, and one utterance's failure must not end the session's stream.
     async def _process(self, number: int, utterance: EndedUtterance) -> None:
+        # Limitation: an utterance is forgotten only once all its output is
+        # logged; if this replica dies or loses the lease in between, the next
+        # holder processes it again and some of its events appear twice.
         source = self.config.source
         request = TranscriptionRequest(
             audio=pcm16_to_float(utterance.pcm),
