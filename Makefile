@@ -6,12 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := redis-server apertium apertium-eng-spa espeak-ng
-# The CPU build of PyTorch; a GPU machine installs its CUDA build instead.
+# The CPU build of PyTorch that these machines keep on local disk; on a GPU
+# machine pass TORCH=torch for PyPI's CUDA build.
 TORCH ?= torch==2.13.0
 
 .PHONY: setup system-packages run test lint clean
 
-setup: $(VENV)/.installed system-packages
+setup: system-packages $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

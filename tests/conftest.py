@@ -17,7 +17,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--audio-dir",
         default=None,
-        help="folder of LJ Speech clips and references.tsv (default ../shared/audio)",
+        help="folder of clips and references.tsv (default ../shared/audio/ljspeech)",
     )
 
 

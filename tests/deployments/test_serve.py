@@ -10,6 +10,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from app.embedded_redis import free_port
 from deployments import Translator
 from deployments.errors import UnsupportedLanguagePair
 
@@ -21,6 +22,8 @@ def translator() -> Iterator[DeploymentHandle]:
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Any free port: 8000 may belong to a Tolk running on this machine.
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     yield serve.run(Translator.bind(), name=_APP, route_prefix=None)
     serve.delete(_APP)
     if started_ray:
