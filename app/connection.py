@@ -286,6 +286,3 @@ class SessionConnection:
                 await self._socket.close(code=int(error.close_code))
             except RuntimeError:
                 return
-
-
-__all__ = ["CloseCode", "IngressContext", "SessionConnection"]

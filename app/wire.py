@@ -43,7 +43,3 @@ class EventRecord:
 def header_body(event: SessionEvent) -> bytes:
     """JSON of an event without its id; the log script puts the id in front."""
     return event.model_dump_json().encode()
-
-
-def pubsub_message(header: bytes, payload: bytes) -> bytes:
-    return header + _SEPARATOR + payload
