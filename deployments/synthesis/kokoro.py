@@ -6,6 +6,7 @@ import importlib.resources
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,9 @@ class KokoroOptions(BaseModel):
     # The style Whisper reads back best in Spanish and Portuguese.
     default_voice: str = "jf_gongitsune"
     cpu_threads: int = Field(2, ge=0, description="0 lets onnxruntime pick")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda needs onnxruntime-gpu, the 'gpu' extra"
+    )
 
 
 class KokoroBackend(SynthesisBackend):
@@ -61,7 +65,9 @@ class KokoroBackend(SynthesisBackend):
         model_path, voices_path = _paths(options)
         if not Path(voices_path).is_file():
             raise BackendUnavailable(self.name, f"no voices file at {voices_path}")
-        session = open_session(self.name, model_path, options.cpu_threads)
+        session = open_session(
+            self.name, model_path, options.cpu_threads, options.device
+        )
         try:
             self._kokoro = Kokoro.from_session(session, voices_path)
         except (OSError, ValueError) as error:

@@ -24,18 +24,27 @@ ONNX_ERRORS: tuple[type[Exception], ...] = (
 
 
 def open_session(
-    backend: str, model_path: str, cpu_threads: int
+    backend: str, model_path: str, cpu_threads: int, device: str = "cpu"
 ) -> onnxruntime.InferenceSession:
-    """A CPU session using at most `cpu_threads` threads per call (0: all).
+    """A session on `device`, using at most `cpu_threads` CPU threads (0: all).
 
     Raises:
-        BackendUnavailable: the model is missing or cannot be loaded.
+        BackendUnavailable: the model is missing or cannot be loaded, or CUDA
+            was asked for and this onnxruntime has no CUDA provider (install
+            the `gpu` extra, onnxruntime-gpu).
     """
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise BackendUnavailable(
+                backend, "device cuda needs onnxruntime-gpu (the 'gpu' extra)"
+            )
+        providers.insert(0, "CUDAExecutionProvider")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = cpu_threads
     try:
         return onnxruntime.InferenceSession(
-            model_path, sess_options=options, providers=["CPUExecutionProvider"]
+            model_path, sess_options=options, providers=providers
         )
     except ONNX_ERRORS as error:
         raise BackendUnavailable(backend, str(error)) from error

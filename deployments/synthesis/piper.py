@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,9 @@ class PiperOptions(BaseModel):
         None, description="voice .onnx.json; None looks next to the model"
     )
     cpu_threads: int = Field(2, ge=0, description="0 lets onnxruntime pick")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda needs onnxruntime-gpu, the 'gpu' extra"
+    )
 
 
 class PiperBackend(SynthesisBackend):
@@ -55,7 +59,9 @@ class PiperBackend(SynthesisBackend):
         # bound onnxruntime's threads.
         self._voice = PiperVoice(
             config=piper_config,
-            session=open_session(self.name, str(model_path), options.cpu_threads),
+            session=open_session(
+                self.name, str(model_path), options.cpu_threads, options.device
+            ),
         )
         self._synthesis_config = SynthesisConfig
         self.sample_rate = self._voice.config.sample_rate

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pydantic
 import pytest
 
-from deployments.errors import UnknownVoice, UnsupportedLanguage
+from deployments.errors import BackendUnavailable, UnknownVoice, UnsupportedLanguage
 from deployments.recognition import SpeechRecognizer
 from deployments.schema import Speech
 from deployments.synthesis.espeak import EspeakOptions
-from deployments.synthesis.kokoro import KokoroOptions
+from deployments.synthesis.kokoro import KokoroBackend, KokoroOptions
 from deployments.synthesis.voices import (
     SpeechSynthesizer,
     SynthesizerSettings,
@@ -192,3 +193,12 @@ def test_language_the_backend_cannot_speak_is_rejected(
 def test_settings_reject_invalid_values(settings: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         SynthesizerSettings.model_validate(settings)
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+    reason="this onnxruntime has CUDA",
+)
+def test_cuda_voice_without_onnxruntime_gpu_is_refused_clearly() -> None:
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        KokoroBackend(KokoroOptions(device="cuda"))
