@@ -24,6 +24,7 @@ from app.settings import IngressSettings
 from app.stages import Capabilities, ServeStages
 from app.store import SessionStore
 from app.vad import SpeechDetector
+from deployments.logs import use_serve_logs
 
 logger = logging.getLogger("tolk.ingress")
 
@@ -50,6 +51,7 @@ class Ingress:
         synthesizer: DeploymentHandle,
         settings: dict[str, Any] | None = None,
     ) -> None:
+        use_serve_logs()
         self._settings = IngressSettings(**(settings or {}))
         self._stages = ServeStages(transcriber, translator, synthesizer)
         self._store = SessionStore(
@@ -83,6 +85,15 @@ class Ingress:
         self._capabilities_at = 0.0
         self._capabilities_lock = asyncio.Lock()
         logger.info("ingress replica %s started", self._context.replica)
+        # Logs the language pairs at start-up, once the stages answer.
+        self._startup = asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        try:
+            await self.capabilities()
+        except Exception:
+            # Stages that are still starting are asked again on first use.
+            logger.warning("could not list language pairs yet", exc_info=True)
 
     async def capabilities(self) -> Capabilities:
         """What the stages serve now; asked again at most every 30 s."""

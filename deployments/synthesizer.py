@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.logs import use_serve_logs
 from deployments.schema import Speech
 from deployments.synthesis.voices import SpeechSynthesizer, SynthesizerSettings
 
@@ -24,6 +25,7 @@ class Synthesizer:
     """
 
     def __init__(self, settings: dict | None = None) -> None:
+        use_serve_logs()
         self._synthesizer = SpeechSynthesizer(
             SynthesizerSettings.model_validate(settings or {})
         )

@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.logs import use_serve_logs
 from deployments.recognition import SpeechRecognizer, TranscriberSettings
 from deployments.schema import Transcript, TranscriptionRequest
 
@@ -24,6 +25,7 @@ class Transcriber:
     """
 
     def __init__(self, settings: dict | None = None) -> None:
+        use_serve_logs()
         self._recognizer = SpeechRecognizer(
             TranscriberSettings.model_validate(settings or {})
         )

@@ -7,6 +7,7 @@ import asyncio
 from ray import serve
 
 from deployments.errors import StageError
+from deployments.logs import use_serve_logs
 from deployments.schema import Translation
 from deployments.translation.routing import (
     TextTranslator,
@@ -32,6 +33,7 @@ class Translator:
     """
 
     def __init__(self, settings: dict | None = None) -> None:
+        use_serve_logs()
         parsed = TranslatorSettings.model_validate(settings or {})
         self._translator = TextTranslator(parsed)
         self._apply_batching(parsed)
