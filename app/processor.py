@@ -232,10 +232,14 @@ class SessionProcessor:
     async def _process_pending(self) -> None:
         # Another replica may have processed utterances since this one did.
         self._context = await self._store.context(self.session_id)
+        # Only the numbers are polled: the audio is read once, when processed.
         while pending := await self._store.pending_utterances(self.session_id):
-            number = min(pending)
+            number = pending[0]
+            data = await self._store.utterance(self.session_id, number)
+            if data is None:
+                continue
             await self._announce_ends(before=number)
-            await self._process(number, EndedUtterance.from_bytes(pending[number]))
+            await self._process(number, EndedUtterance.from_bytes(data))
         await self._announce_ends(before=None)
 
     async def _announce_ends(self, before: int | None) -> None:

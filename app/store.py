@@ -316,11 +316,16 @@ class SessionStore:
         value = await self._call(lambda: self._redis.hget(key, "context"))
         return (value or b"").decode()
 
-    async def pending_utterances(self, session_id: str) -> dict[int, bytes]:
-        """Ended utterances whose output is not completely logged yet."""
+    async def pending_utterances(self, session_id: str) -> list[int]:
+        """Numbers of ended utterances whose output is not completely logged."""
         key = self._key(session_id, "utterances")
-        pending = await self._call(lambda: self._redis.hgetall(key))
-        return {int(number): data for number, data in pending.items()}
+        numbers = await self._call(lambda: self._redis.hkeys(key))
+        return sorted(int(number) for number in numbers)
+
+    async def utterance(self, session_id: str, number: int) -> bytes | None:
+        """The stored audio of a pending utterance, or None once completed."""
+        key = self._key(session_id, "utterances")
+        return await self._call(lambda: self._redis.hget(key, number))
 
     async def acquire_lease(self, session_id: str, owner: str, ttl_ms: int) -> bool:
         """Takes or renews the session's processing lease for `owner`."""

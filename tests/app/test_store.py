@@ -162,3 +162,15 @@ async def test_store_updates_do_not_resurrect_sessions(store: SessionStore) -> N
     assert await store.client.keys("*") == []
     with pytest.raises(SessionNotFound):
         await store.authenticate(session_id, token)
+
+
+async def test_store_lists_pending_utterances_in_order(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    await store.write_audio(
+        session_id,
+        AudioWrite(input_samples=1, segmenter_state=b"", ended=(b"one", b"two")),
+    )
+
+    assert await store.pending_utterances(session_id) == [1, 2]
+    assert await store.utterance(session_id, 2) == b"two"
+    assert await store.utterance(session_id, 3) is None
