@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from enum import Enum
@@ -15,21 +16,26 @@ from app.errors import ProtocolViolation, SessionError, TolkError
 from app.fanout import RESYNC, Fanout, Subscription
 from app.processor import SessionProcessor
 from app.protocol import (
+    Ack,
     CloseCode,
     Configure,
     EndOfStream,
     ErrorMessage,
     Hello,
     Ready,
+    RecoveryImpossible,
+    SessionClosed,
     client_message_adapter,
 )
 from app.registry import ProcessorRegistry
-from app.resampling import InputResampler
 from app.settings import IngressSettings
-from app.store import SessionConfig, SessionStore
+from app.store import Resume, SessionConfig, SessionStore
 from app.wire import EventRecord
 
 logger = logging.getLogger("tolk.connection")
+
+# A connection with no live event for this long checks the log by itself.
+_IDLE_CHECK_S = 5.0
 
 
 class ConnectionState(Enum):
@@ -62,7 +68,11 @@ class SessionConnection:
         self._send_lock = asyncio.Lock()
         self._exit_stack = AsyncExitStack()
         self._processor: SessionProcessor | None = None
-        self._resampler: InputResampler | None = None
+        self._epoch = ""
+        # The client's sample number of the next audio frame, and the stored
+        # position last acknowledged to it.
+        self._input_cursor = 0
+        self._acked = 0
 
     async def run(self) -> None:
         await self._socket.accept()
@@ -116,25 +126,39 @@ class SessionConnection:
         self, config: SessionConfig, hello: Hello, inbox: Subscription
     ) -> None:
         store = self._context.store
+        resume = await store.resume(config.session_id, hello.epoch, hello.last_event_id)
         ready = Ready(
             session_id=config.session_id,
             replica=self._context.replica,
             source=config.source,
             targets=config.targets,
             sample_rate=config.sample_rate,
-            last_event_id=await store.last_event_id(config.session_id),
+            epoch=resume.epoch,
+            last_event_id=resume.last_event_id,
+            input_samples=resume.input_samples,
         )
         await self._send_text(ready.model_dump_json())
         self._state = ConnectionState.STREAMING
-        self._resampler = InputResampler(config.sample_rate)
+        self._epoch = resume.epoch
+        self._input_cursor = resume.input_samples
+        self._acked = resume.input_samples
+        # Every connection, listening or speaking, starts the session's
+        # processor here: it takes over jobs that a dead replica left.
+        self._processor = await self._exit_stack.enter_async_context(
+            self._context.registry.attach(config)
+        )
         logger.info(
-            "session %s: connection open on %s from event %d",
+            "session %s: connection open on %s from event %d, input at %d",
             config.session_id,
             self._context.replica,
             hello.last_event_id,
+            resume.input_samples,
         )
 
-        delivery = asyncio.create_task(self._deliver(inbox, hello.last_event_id))
+        cursor = hello.last_event_id
+        if resume.status != "ok":
+            cursor = await self._recovery_impossible(resume)
+        delivery = asyncio.create_task(self._deliver(inbox, cursor))
         try:
             await self._receive(config)
         finally:
@@ -176,9 +200,9 @@ class SessionConnection:
                 code="bad_audio",
                 fatal=False,
             )
-        assert self._resampler is not None
-        processor = await self._attach(config)
-        await processor.feed(self._resampler.convert(data), len(data) // 2)
+        start = self._input_cursor
+        self._input_cursor += len(data) // 2
+        await self._ack(await self._require_processor().feed(data, start))
 
     async def _on_control(self, config: SessionConfig, text: str) -> None:
         try:
@@ -197,8 +221,7 @@ class SessionConnection:
         if isinstance(message, Configure) and message.sample_rate is not None:
             await self._change_rate(config, message.sample_rate)
         if isinstance(message, EndOfStream):
-            processor = await self._attach(config)
-            await processor.end_of_stream()
+            await self._ack(await self._require_processor().end_of_stream())
 
     async def _change_rate(self, config: SessionConfig, sample_rate: int) -> None:
         settings = self._context.settings
@@ -210,31 +233,47 @@ class SessionConnection:
                 code="bad_sample_rate",
                 fatal=False,
             )
-        assert self._resampler is not None
-        tail = self._resampler.convert(b"", last=True)
-        if tail:
-            processor = await self._attach(config)
-            await processor.feed(tail, 0)
-        self._resampler = InputResampler(sample_rate)
-        await self._context.store.set_sample_rate(config.session_id, sample_rate)
+        await self._require_processor().configure(sample_rate)
 
-    async def _attach(self, config: SessionConfig) -> SessionProcessor:
-        if self._processor is None:
-            registry = self._context.registry
-            self._processor = await self._exit_stack.enter_async_context(
-                registry.attach(config)
-            )
+    def _require_processor(self) -> SessionProcessor:
+        assert self._processor is not None, "the processor starts before input"
         return self._processor
+
+    async def _ack(self, position: int) -> None:
+        # Audio that was stored before is acknowledged again only if the
+        # client is behind: a resumed stream must learn where it stands.
+        if position != self._acked:
+            self._acked = position
+            await self._send_text(Ack(input_samples=position).model_dump_json())
 
     async def _deliver(self, inbox: Subscription, cursor: int) -> None:
         """Sends the log after `cursor`, then live events, each id exactly once."""
+        store = self._context.store
+        touched = time.monotonic()
         try:
             cursor = await self._catch_up(cursor)
             while True:
-                record = await inbox.get()
+                try:
+                    record = await asyncio.wait_for(inbox.get(), _IDLE_CHECK_S)
+                except TimeoutError:
+                    # Pub/Sub can miss a message without noticing; the log
+                    # cannot. An open connection also keeps its session alive.
+                    cursor = await self._catch_up(cursor)
+                    if time.monotonic() - touched > store.ttl_s / 3:
+                        await store.touch(self._session_id)
+                        touched = time.monotonic()
+                    continue
                 if record is RESYNC:
+                    # Redis was unreachable: it may have restarted without
+                    # the newest events.
+                    resume = await store.resume(self._session_id, self._epoch, cursor)
+                    if resume.status != "ok":
+                        cursor = await self._recovery_impossible(resume)
                     cursor = await self._catch_up(cursor)
                     continue
+                if record.is_notice:
+                    await self._session_closed()
+                    return
                 if record.id <= cursor:
                     continue
                 if record.id > cursor + 1:
@@ -253,12 +292,37 @@ class SessionConnection:
             records = await store.events_after(self._session_id, cursor)
             if not records:
                 break
+            if records[0].id > cursor + 1:
+                # The log was trimmed past this connection while it lagged.
+                resume = await store.resume(self._session_id, self._epoch, cursor)
+                return await self._recovery_impossible(resume)
             for record in records:
                 if until is not None and record.id > until:
                     return cursor
                 await self._send_record(record)
                 cursor = record.id
         return cursor
+
+    async def _recovery_impossible(self, resume: Resume) -> int:
+        """Tells the client its resume point is gone; returns the new cursor."""
+        status = "trimmed" if resume.status == "trimmed" else "history_lost"
+        logger.warning(
+            "session %s: cannot resume exactly (%s); continuing from event %d",
+            self._session_id,
+            status,
+            resume.last_event_id,
+        )
+        self._epoch = resume.epoch
+        notice = RecoveryImpossible(
+            reason=status, epoch=resume.epoch, last_event_id=resume.last_event_id
+        )
+        await self._send_text(notice.model_dump_json())
+        return resume.last_event_id
+
+    async def _session_closed(self) -> None:
+        logger.info("session %s: closed; closing its connection", self._session_id)
+        await self._send_text(SessionClosed().model_dump_json())
+        await self._socket.close(code=int(CloseCode.NORMAL))
 
     async def _send_record(self, record: EventRecord) -> None:
         async with self._send_lock:

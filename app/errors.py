@@ -4,6 +4,7 @@ TolkError
 ├── StoreUnavailable        Redis cannot be reached
 └── SessionError            something about one session
     ├── SessionNotFound     unknown or expired session id
+    ├── SessionEnded        the session was closed on purpose
     ├── Unauthorized        wrong token
     └── ProtocolViolation   a client message the protocol forbids
 """
@@ -44,6 +45,11 @@ class SessionNotFound(SessionError):
     close_code = CloseCode.SESSION_NOT_FOUND
 
 
+class SessionEnded(SessionError):
+    code = "session_closed"
+    close_code = CloseCode.SESSION_CLOSED
+
+
 class Unauthorized(SessionError):
     code = "unauthorized"
     close_code = CloseCode.UNAUTHORIZED
@@ -53,6 +59,16 @@ class LeaseLost(SessionError):
     """This replica's processing lease expired and another one took over."""
 
     code = "lease_lost"
+
+
+class InputMoved(SessionError):
+    """Another writer stored audio since this replica last did; reload and retry."""
+
+    code = "input_moved"
+
+    def __init__(self, session_id: str, position: int) -> None:
+        super().__init__(session_id, f"the input is at sample {position}")
+        self.position = position
 
 
 class ProtocolViolation(SessionError):

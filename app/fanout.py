@@ -19,6 +19,7 @@ import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.errors import StoreUnavailable
 from app.store import SessionStore, translated_errors
 from app.wire import EventRecord
 
@@ -74,7 +75,12 @@ class Fanout:
                 async with translated_errors():
                     await self._pubsub.subscribe(channel)
                 self._wake.set()
-            await asyncio.wait_for(self._confirmed[channel].wait(), timeout=10)
+            try:
+                await asyncio.wait_for(self._confirmed[channel].wait(), timeout=10)
+            except TimeoutError as error:
+                raise StoreUnavailable(
+                    "Redis did not confirm a subscription"
+                ) from error
             yield subscription
         finally:
             members.discard(subscription)
@@ -143,7 +149,8 @@ class Fanout:
     async def _resubscribe(self) -> None:
         channels = list(self._subscribers)
         for channel in channels:
-            self._confirmed[channel] = asyncio.Event()
+            # The same event object: a subscriber may be waiting on it.
+            self._confirmed.setdefault(channel, asyncio.Event()).clear()
         if channels:
             await self._pubsub.subscribe(*channels)
         for channel in channels:

@@ -9,13 +9,13 @@ import logging
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi import FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.connection import IngressContext, SessionConnection
-from app.errors import StoreUnavailable
+from app.errors import SessionEnded, SessionNotFound, StoreUnavailable, Unauthorized
 from app.fanout import Fanout
 from app.protocol import SessionCreated, SessionRequest
 from app.registry import ProcessorRegistry
@@ -156,6 +156,23 @@ class Ingress:
             websocket_path=f"/ws/{session_id}",
             expires_in_s=settings.session_ttl_s,
         )
+
+    @api.delete("/v1/sessions/{session_id}", status_code=204)
+    async def close_session(
+        self, session_id: str, authorization: str = Header("")
+    ) -> None:
+        """Ends a session now: its connections are closed and its keys deleted."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "send the session token as a Bearer token")
+        try:
+            await self._store.authenticate(session_id, token)
+        except (SessionNotFound, SessionEnded) as error:
+            raise HTTPException(404, error.message) from error
+        except Unauthorized as error:
+            raise HTTPException(401, error.message) from error
+        await self._store.close(session_id)
+        logger.info("session %s: closed by its client", session_id)
 
     @api.websocket("/ws/{session_id}")
     async def connect(self, websocket: WebSocket, session_id: str) -> None:

@@ -27,6 +27,8 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4401
     SESSION_NOT_FOUND = 4404
     AUTH_TIMEOUT = 4408
+    RESYNC_INPUT = 4409
+    SESSION_CLOSED = 4410
 
 
 class _Message(BaseModel):
@@ -55,11 +57,16 @@ class SessionRequest(_Message):
 
 
 class Hello(_Message):
-    """First message of every connection: proves access, picks the resume point."""
+    """First message of every connection: proves access, picks the resume point.
+
+    `epoch` and `last_event_id` come from the client's previous connection;
+    a first connection leaves the epoch out.
+    """
 
     type: Literal["hello"]
     token: str = Field(min_length=1, max_length=512)
     last_event_id: int = Field(0, ge=0, le=2**53)
+    epoch: str | None = Field(None, min_length=1, max_length=64)
 
 
 class Configure(_Message):
@@ -90,7 +97,11 @@ class SessionCreated(_Message):
 
 
 class Ready(_Message):
-    """Sent once the hello is accepted."""
+    """Sent once the hello is accepted.
+
+    `input_samples` is how much of the client's audio the session has stored:
+    a resuming speaker sends what follows it, and nothing before it.
+    """
 
     type: Literal["ready"] = "ready"
     session_id: str
@@ -98,7 +109,35 @@ class Ready(_Message):
     source: str
     targets: list[str]
     sample_rate: int
+    epoch: str
     last_event_id: int
+    input_samples: int
+
+
+class Ack(_Message):
+    """The session has stored the client's audio up to `input_samples`."""
+
+    type: Literal["ack"] = "ack"
+    input_samples: int
+
+
+class RecoveryImpossible(_Message):
+    """Events the client asked for are gone; delivery goes on after `last_event_id`.
+
+    `reason` is `trimmed` (older than the log keeps) or `history_lost` (the
+    log lost events, and the session's epoch changed).
+    """
+
+    type: Literal["recovery_impossible"] = "recovery_impossible"
+    reason: Literal["trimmed", "history_lost"]
+    epoch: str
+    last_event_id: int
+
+
+class SessionClosed(_Message):
+    """The session was ended on purpose; its connections close after this."""
+
+    type: Literal["session_closed"] = "session_closed"
 
 
 class ErrorMessage(_Message):

@@ -67,7 +67,7 @@ class ProcessorRegistry:
                     context_chars=self._context_chars,
                     on_idle=self._release_if_unused,
                 )
-                await processor.start()
+                processor.start()
                 self._processors[session_id] = processor
                 logger.info("session %s: processing on this replica", session_id)
         return processor

@@ -3,14 +3,20 @@
 Keys of one session share a hash tag so that scripts may touch them together
 on a Redis Cluster:
 
-    tolk:{SID}:session      hash: configuration, counters, recognizer context
+    tolk:{SID}:session      hash: configuration, counters, input and recognizer
+                            state, the log's epoch
     tolk:{SID}:audio        string: PCM16 16 kHz of the utterance in progress
-    tolk:{SID}:utterances   hash: ended utterances not yet fully processed
+    tolk:{SID}:jobs         hash: work not yet fully output, by sequence number
+                            (ended utterances, and `end` requests)
+    tolk:{SID}:steps        hash: output already logged for a job, step -> id
     tolk:{SID}:events       stream: output events, entry id "<event id>-0"
-    tolk:{SID}:lease        string: which processor may write output now
+    tolk:{SID}:lease        string: the fencing token of the processing lease
+    tolk:{SID}:closed       string: left behind for a while by an explicit close
     tolk:{SID}:live         Pub/Sub channel: the same events, live
 
-Every write refreshes the TTL of all of them.
+Every write refreshes the TTL of all of them. Every change that touches more
+than one field or key is one Lua script, so concurrent replicas never lose a
+write.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
@@ -31,52 +37,88 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.errors import LeaseLost, SessionNotFound, StoreUnavailable, Unauthorized
+from app.errors import (
+    InputMoved,
+    LeaseLost,
+    SessionEnded,
+    SessionNotFound,
+    StoreUnavailable,
+    Unauthorized,
+)
 from app.protocol import SessionEvent, SessionRequest
-from app.wire import EventRecord, header_body
+from app.segmenter import EndedUtterance
+from app.wire import CLOSED_NOTICE, EventRecord, header_body
 
 T = TypeVar("T")
 
+_SESSION_KEYS = ("session", "audio", "jobs", "steps", "events")
+
 # Puts the id at the front of the header, logs the event and publishes it, in
-# one step, so that log order, id order and publish order are the same.
+# one step, so that log order, id order and publish order are the same. A
+# `step` names the output once: a second emit of it returns the first id.
 _EMIT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[6] then
   return redis.error_reply('NOTOWNER')
+end
+if ARGV[7] ~= '' then
+  local logged = redis.call('HGET', KEYS[4], ARGV[7])
+  if logged then return tonumber(logged) end
 end
 local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
 local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0',
            'h', header, 'b', ARGV[2])
 redis.call('PUBLISH', ARGV[4], header .. '\\n' .. ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], ARGV[7], id) end
+for i = 1, #KEYS do
+  if i ~= 3 then redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+end
 return id
 """
 
-# Applies the effect of one received chunk of audio; ended utterances move to
-# the utterances hash under the next utterance numbers.
-_AUDIO_SCRIPT = """
+# Applies the effect of one received chunk of audio, if the input is still
+# where the writer last saw it: ended utterances and `end` requests become
+# jobs, in order.
+_INPUT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
-local numbers = {}
-for i = 7, #ARGV do
-  local n = redis.call('HINCRBY', KEYS[1], 'utterances', 1)
-  redis.call('HSET', KEYS[3], n, ARGV[i])
-  numbers[#numbers + 1] = n
+local position = tonumber(redis.call('HGET', KEYS[1], 'input_samples') or '0')
+if position ~= tonumber(ARGV[1]) then
+  return redis.error_reply('STALE ' .. position)
 end
-if ARGV[4] == '1' then redis.call('SET', KEYS[2], ARGV[5]) end
-if #ARGV[3] > 0 then redis.call('APPEND', KEYS[2], ARGV[3]) end
-redis.call('HINCRBY', KEYS[1], 'input_samples', ARGV[1])
-redis.call('HSET', KEYS[1], 'segmenter', ARGV[2])
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-return numbers
+local result = {}
+for i = 11, #ARGV do
+  local n = redis.call('HINCRBY', KEYS[1], 'utterances', 1)
+  local seq = redis.call('HINCRBY', KEYS[1], 'job_seq', 1)
+  redis.call('HSET', KEYS[3], seq, 'U:' .. n .. ':' .. ARGV[i])
+  result[#result + 1] = n
+end
+if ARGV[6] == '1' then redis.call('SET', KEYS[2], ARGV[7]) end
+if #ARGV[5] > 0 then redis.call('APPEND', KEYS[2], ARGV[5]) end
+position = redis.call('HINCRBY', KEYS[1], 'input_samples', ARGV[2])
+redis.call('HSET', KEYS[1], 'segmenter', ARGV[3], 'resampler', ARGV[4])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'sample_rate', ARGV[10]) end
+if ARGV[9] == '1' and redis.call('HGET', KEYS[1], 'last_end_at') ~= tostring(position)
+then
+  local seq = redis.call('HINCRBY', KEYS[1], 'job_seq', 1)
+  local count = redis.call('HGET', KEYS[1], 'utterances') or '0'
+  redis.call('HSET', KEYS[3], seq, 'E:' .. count)
+  redis.call('HSET', KEYS[1], 'last_end_at', position)
+end
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
+table.insert(result, 1, position)
+return result
 """
 
-# Forgets an utterance once its output is logged; only the lease holder may.
+# Forgets a job once all its output is logged; only the lease holder may.
 _COMPLETE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return redis.error_reply('NOTOWNER') end
 redis.call('HDEL', KEYS[2], ARGV[1])
+local prefix = 'j' .. ARGV[1] .. ':'
+for _, step in ipairs(redis.call('HKEYS', KEYS[4])) do
+  if string.sub(step, 1, #prefix) == prefix then redis.call('HDEL', KEYS[4], step) end
+end
 redis.call('HSET', KEYS[1], 'context', ARGV[2])
 return 1
 """
@@ -89,19 +131,76 @@ for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return 1
 """
 
-# The processing lease: taken when free, renewed by its holder.
-_LEASE_SCRIPT = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
+# The processing lease. A new holder gets a fresh token from a counter, so
+# tokens never repeat; renewing needs the token still in place.
+_ACQUIRE_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('NOSESSION') end
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local token = redis.call('HINCRBY', KEYS[2], 'lease_seq', 1) .. '-' .. ARGV[1]
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+return token
+"""
+
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# Decides whether a client's resume point can be served from the log. The
+# epoch changes when the log has lost events that it should hold, so that
+# every client of the old epoch learns it cannot resume exactly; `log_base`
+# is the newest id when the current epoch began, so one loss is announced once.
+# Only a client of the current epoch can reveal a loss: one from an older
+# epoch is told so and cannot disturb the others.
+_RESUME_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+local fields = redis.call(
+  'HMGET', KEYS[1], 'epoch', 'next_event', 'input_samples', 'log_base')
+local epoch = fields[1]
+local newest = tonumber(fields[2] or '0')
+local samples = fields[3] or '0'
+local base = tonumber(fields[4] or '0')
+local after = tonumber(ARGV[2])
+local function id_of(entries)
+  if #entries == 0 then return nil end
+  return tonumber(string.match(entries[1][1], '^(%d+)'))
+end
+local function new_epoch()
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'log_base', newest)
+  return {epoch, newest, samples, 'history_lost'}
+end
+if not epoch then return new_epoch() end
+if ARGV[1] ~= '' and ARGV[1] ~= epoch then
+  return {epoch, newest, samples, 'history_lost'}
+end
+local last = id_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1))
+if newest > base and (last == nil or last < newest) then return new_epoch() end
+if after > newest then return new_epoch() end
+if after < newest then
+  local first = id_of(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1))
+  if first == nil or first > after + 1 then
+    return {epoch, newest, samples, 'trimmed'}
+  end
+end
+return {epoch, newest, samples, 'ok'}
+"""
+
+
+# Ends a session for good: keys go, connections hear it, a marker stays so
+# that late connections learn why.
+_CLOSE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
+redis.call('SET', KEYS[#KEYS], '1', 'EX', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
 """
 
 
@@ -114,29 +213,78 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
-class StreamSnapshot:
-    """What a replica needs to continue a session's input where it stopped."""
+class InputState:
+    """Where a session's input stands: what a replica needs to continue it."""
 
-    pending_audio: bytes
+    position: int
+    sample_rate: int
+    resampler_state: bytes | None
     segmenter_state: bytes | None
+    pending_audio: bytes
     utterances: int
-    unprocessed: dict[int, bytes]
-    context: str
 
 
 @dataclass(frozen=True)
-class AudioWrite:
-    """The effect of one received chunk, written in one transaction."""
+class InputWrite:
+    """The effect of one received chunk, applied only at `expected_position`."""
 
-    input_samples: int
+    expected_position: int
+    samples: int
     segmenter_state: bytes
+    resampler_state: bytes
     append: bytes = b""
     replace: bytes | None = None
     ended: tuple[bytes, ...] = ()
+    end: bool = False
+    sample_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class InputWritten:
+    position: int
+    utterances: list[int]
+
+
+@dataclass(frozen=True)
+class UtteranceJob:
+    seq: int
+    number: int
+    utterance: EndedUtterance
+
+
+@dataclass(frozen=True)
+class EndJob:
+    """The client's `end`: announce once everything before it is output."""
+
+    seq: int
+    utterances: int
+
+
+Job = UtteranceJob | EndJob
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a connection starts: the log's epoch and newest id, the input."""
+
+    epoch: str
+    last_event_id: int
+    input_samples: int
+    status: Literal["ok", "trimmed", "history_lost"]
 
 
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _parse_job(seq: int, data: bytes) -> Job:
+    kind, _, rest = data.partition(b":")
+    if kind == b"E":
+        return EndJob(seq=seq, utterances=int(rest))
+    number, _, utterance = rest.partition(b":")
+    return UtteranceJob(
+        seq=seq, number=int(number), utterance=EndedUtterance.from_bytes(utterance)
+    )
 
 
 @asynccontextmanager
@@ -157,15 +305,22 @@ class SessionStore:
         self._ttl_s = ttl_s
         self._max_events = max_events
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
-        self._audio = self._redis.register_script(_AUDIO_SCRIPT)
+        self._input = self._redis.register_script(_INPUT_SCRIPT)
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
         self._update = self._redis.register_script(_UPDATE_SCRIPT)
-        self._lease = self._redis.register_script(_LEASE_SCRIPT)
+        self._acquire = self._redis.register_script(_ACQUIRE_SCRIPT)
+        self._renew = self._redis.register_script(_RENEW_SCRIPT)
         self._release = self._redis.register_script(_RELEASE_SCRIPT)
+        self._resume = self._redis.register_script(_RESUME_SCRIPT)
+        self._close = self._redis.register_script(_CLOSE_SCRIPT)
 
     @property
     def client(self) -> redis.Redis:
         return self._redis
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -178,11 +333,8 @@ class SessionStore:
     def _key(session_id: str, name: str) -> str:
         return f"tolk:{{{session_id}}}:{name}"
 
-    def _keys(self, session_id: str) -> list[str]:
-        return [
-            self._key(session_id, name)
-            for name in ("session", "audio", "utterances", "events")
-        ]
+    def _keys(self, session_id: str, *names: str) -> list[str]:
+        return [self._key(session_id, name) for name in names or _SESSION_KEYS]
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         async with translated_errors():
@@ -194,10 +346,13 @@ class SessionStore:
         try:
             return await self._call(lambda: script(keys=keys, args=args))
         except ResponseError as error:
-            if "NOSESSION" in str(error):
+            text = str(error)
+            if "NOSESSION" in text:
                 raise SessionNotFound(session_id, "the session expired") from error
-            if "NOTOWNER" in str(error):
+            if "NOTOWNER" in text:
                 raise LeaseLost(session_id, "another replica processes it") from error
+            if text.startswith("STALE "):
+                raise InputMoved(session_id, int(text.split()[1])) from error
             raise
 
     async def ping(self) -> None:
@@ -213,9 +368,11 @@ class SessionStore:
             "sample_rate": request.sample_rate,
             "token_sha256": _token_digest(token),
             "created_ms": int(time.time() * 1000),
+            "epoch": secrets.token_hex(6),
             "next_event": 0,
             "utterances": 0,
             "input_samples": 0,
+            "job_seq": 0,
             "context": "",
         }
         key = self._key(session_id, "session")
@@ -232,24 +389,32 @@ class SessionStore:
     async def authenticate(self, session_id: str, token: str) -> SessionConfig:
         """Checks the token in constant time and refreshes the session's TTL."""
         fields = await self._call(
-            lambda: self._redis.hgetall(self._key(session_id, "session"))
+            lambda: self._redis.hmget(
+                self._key(session_id, "session"),
+                ["token_sha256", "source", "targets", "sample_rate"],
+            )
         )
-        if b"token_sha256" not in fields:
+        expected, source, targets, sample_rate = fields
+        if expected is None:
+            closed = self._key(session_id, "closed")
+            if await self._call(lambda: self._redis.exists(closed)):
+                raise SessionEnded(session_id, "the session was closed")
             raise SessionNotFound(session_id, "no such session, or it expired")
 
-        expected = fields[b"token_sha256"].decode()
-        if not hmac.compare_digest(expected, _token_digest(token)):
+        if not hmac.compare_digest(expected.decode(), _token_digest(token)):
             raise Unauthorized(session_id, "the token does not open this session")
 
         await self.touch(session_id)
         return SessionConfig(
             session_id=session_id,
-            source=fields[b"source"].decode(),
-            targets=json.loads(fields[b"targets"]),
-            sample_rate=int(fields[b"sample_rate"]),
+            source=source.decode(),
+            targets=json.loads(targets),
+            sample_rate=int(sample_rate),
         )
 
     async def touch(self, session_id: str) -> None:
+        """Refreshes the TTL of a session's keys; a no-op for missing ones."""
+
         async def refresh() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key in self._keys(session_id):
@@ -258,57 +423,93 @@ class SessionStore:
 
         await self._call(refresh)
 
-    async def set_sample_rate(self, session_id: str, sample_rate: int) -> None:
-        args = [self._ttl_s, "sample_rate", sample_rate]
-        await self._script(session_id, self._update, self._keys(session_id), args)
+    async def exists(self, session_id: str) -> bool:
+        key = self._key(session_id, "session")
+        return bool(await self._call(lambda: self._redis.exists(key)))
 
-    async def snapshot(self, session_id: str) -> StreamSnapshot:
-        """Reads the input side of a session: audio in progress and its context."""
+    async def close(self, session_id: str) -> bool:
+        """Deletes a session and tells its connections; False if it was gone."""
+        keys = [*self._keys(session_id), self._key(session_id, "lease")]
+        keys.append(self._key(session_id, "closed"))
+        args = [self._ttl_s, self.channel(session_id), CLOSED_NOTICE]
+        return bool(await self._script(session_id, self._close, keys, args))
+
+    async def resume(self, session_id: str, epoch: str | None, after: int) -> Resume:
+        """Checks that the log still holds every event after `after` in `epoch`."""
+        keys = self._keys(session_id, "session", "events")
+        args = [epoch or "", after, secrets.token_hex(6)]
+        new_epoch, newest, samples, status = await self._script(
+            session_id, self._resume, keys, args
+        )
+        return Resume(
+            epoch=new_epoch.decode(),
+            last_event_id=int(newest),
+            input_samples=int(samples),
+            status=status.decode(),
+        )
+
+    async def input_state(self, session_id: str) -> InputState:
+        """Reads the input side of a session: position, filter states, audio."""
 
         async def read() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(self._key(session_id, "audio"))
                 pipe.hmget(
                     self._key(session_id, "session"),
-                    ["segmenter", "utterances", "context"],
+                    [
+                        "input_samples",
+                        "sample_rate",
+                        "resampler",
+                        "segmenter",
+                        "utterances",
+                    ],
                 )
-                pipe.hgetall(self._key(session_id, "utterances"))
                 return await pipe.execute()
 
-        audio, (segmenter, utterances, context), unprocessed = await self._call(read)
-        return StreamSnapshot(
-            pending_audio=audio or b"",
+        audio, fields = await self._call(read)
+        position, sample_rate, resampler, segmenter, utterances = fields
+        if sample_rate is None:
+            raise SessionNotFound(session_id, "the session expired")
+        return InputState(
+            position=int(position or 0),
+            sample_rate=int(sample_rate),
+            resampler_state=resampler,
             segmenter_state=segmenter,
+            pending_audio=audio or b"",
             utterances=int(utterances or 0),
-            unprocessed={int(n): pcm for n, pcm in unprocessed.items()},
-            context=(context or b"").decode(),
         )
 
-    async def write_audio(self, session_id: str, write: AudioWrite) -> list[int]:
-        """Applies one chunk's effect atomically; returns new utterance numbers."""
-        keys = self._keys(session_id)
+    async def write_input(self, session_id: str, write: InputWrite) -> InputWritten:
+        """Applies one chunk's effect atomically.
+
+        Raises `InputMoved` when the stored position is not the expected one:
+        someone else wrote since, and the caller's state is stale.
+        """
         args: list[Any] = [
-            write.input_samples,
+            write.expected_position,
+            write.samples,
             write.segmenter_state,
+            write.resampler_state,
             write.append,
             "1" if write.replace is not None else "0",
             write.replace or b"",
             self._ttl_s,
+            "1" if write.end else "0",
+            write.sample_rate or "",
             *write.ended,
         ]
-        numbers = await self._script(session_id, self._audio, keys, args)
-        return [int(n) for n in numbers]
+        keys = self._keys(session_id, "session", "audio", "jobs", "steps", "events")
+        result = await self._script(session_id, self._input, keys, args)
+        return InputWritten(
+            position=int(result[0]), utterances=[int(n) for n in result[1:]]
+        )
 
-    async def complete_utterance(
-        self, session_id: str, number: int, context: str, *, owner: str
+    async def complete_job(
+        self, session_id: str, seq: int, context: str, *, owner: str
     ) -> None:
-        """Forgets an utterance's audio once all its output is logged."""
-        keys = [
-            self._key(session_id, "session"),
-            self._key(session_id, "utterances"),
-            self._key(session_id, "lease"),
-        ]
-        await self._script(session_id, self._complete, keys, [number, context, owner])
+        """Forgets a job and its steps once all its output is logged."""
+        keys = self._keys(session_id, "session", "jobs", "lease", "steps")
+        await self._script(session_id, self._complete, keys, [seq, context, owner])
 
     async def context(self, session_id: str) -> str:
         """Recent transcript of the session, the recognizer's prompt."""
@@ -316,25 +517,52 @@ class SessionStore:
         value = await self._call(lambda: self._redis.hget(key, "context"))
         return (value or b"").decode()
 
-    async def pending_utterances(self, session_id: str) -> list[int]:
-        """Numbers of ended utterances whose output is not completely logged."""
-        key = self._key(session_id, "utterances")
+    async def pending_jobs(self, session_id: str) -> list[int]:
+        """Sequence numbers of jobs whose output is not completely logged."""
+        key = self._key(session_id, "jobs")
         numbers = await self._call(lambda: self._redis.hkeys(key))
         return sorted(int(number) for number in numbers)
 
-    async def utterance(self, session_id: str, number: int) -> bytes | None:
-        """The stored audio of a pending utterance, or None once completed."""
-        key = self._key(session_id, "utterances")
-        return await self._call(lambda: self._redis.hget(key, number))
+    async def job(self, session_id: str, seq: int) -> Job | None:
+        """A pending job, or None once completed."""
+        key = self._key(session_id, "jobs")
+        data = await self._call(lambda: self._redis.hget(key, seq))
+        return None if data is None else _parse_job(seq, data)
 
-    async def acquire_lease(self, session_id: str, owner: str, ttl_ms: int) -> bool:
-        """Takes or renews the session's processing lease for `owner`."""
-        keys = [self._key(session_id, "lease")]
-        return bool(await self._script(session_id, self._lease, keys, [owner, ttl_ms]))
+    async def logged_steps(self, session_id: str, seq: int) -> dict[str, int]:
+        """Output of a job that is already in the log, by step name."""
+        key = self._key(session_id, "steps")
+        steps = await self._call(lambda: self._redis.hgetall(key))
+        prefix = f"j{seq}:".encode()
+        return {
+            step[len(prefix) :].decode(): int(event_id)
+            for step, event_id in steps.items()
+            if step.startswith(prefix)
+        }
 
-    async def release_lease(self, session_id: str, owner: str) -> None:
-        keys = [self._key(session_id, "lease")]
-        await self._script(session_id, self._release, keys, [owner])
+    async def event(self, session_id: str, event_id: int) -> EventRecord | None:
+        key = self._key(session_id, "events")
+        entry_id = f"{event_id}-0"
+        entries = await self._call(
+            lambda: self._redis.xrange(key, min=entry_id, max=entry_id)
+        )
+        return EventRecord.from_stream(entries[0][1]) if entries else None
+
+    async def acquire_lease(self, session_id: str, ttl_ms: int) -> str | None:
+        """Takes the session's processing lease if free; returns its token."""
+        keys = self._keys(session_id, "lease", "session")
+        token = await self._script(
+            session_id, self._acquire, keys, [secrets.token_hex(4), ttl_ms]
+        )
+        return None if token is None else token.decode()
+
+    async def renew_lease(self, session_id: str, token: str, ttl_ms: int) -> bool:
+        keys = self._keys(session_id, "lease")
+        return bool(await self._script(session_id, self._renew, keys, [token, ttl_ms]))
+
+    async def release_lease(self, session_id: str, token: str) -> None:
+        keys = self._keys(session_id, "lease")
+        await self._script(session_id, self._release, keys, [token])
 
     async def emit(
         self,
@@ -343,17 +571,16 @@ class SessionStore:
         payload: bytes = b"",
         *,
         owner: str | None = None,
+        step: str | None = None,
     ) -> int:
         """Logs an event and fans it out live; returns its id.
 
-        With `owner`, only while that owner holds the processing lease: a
-        replica that lost it cannot write the session's output any more.
+        With `owner`, only while that token holds the processing lease: a
+        replica that lost it cannot write the session's output any more. With
+        `step` (a job's output, e.g. `j3:final`), only once: a repeat returns
+        the id logged the first time.
         """
-        keys = [
-            self._key(session_id, "session"),
-            self._key(session_id, "events"),
-            self._key(session_id, "lease"),
-        ]
+        keys = self._keys(session_id, "session", "events", "lease", "steps")
         args = [
             header_body(event),
             payload,
@@ -361,6 +588,7 @@ class SessionStore:
             self.channel(session_id),
             self._ttl_s,
             owner or "",
+            step or "",
         ]
         return int(await self._script(session_id, self._emit, keys, args))
 

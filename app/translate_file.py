@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from app.audio_file import read_pcm16, write_wav
-from app.client import Connection, SessionOutput, TolkClient, TolkClientError
+from app.client import SessionOutput, SessionStream, TolkClient, TolkClientError
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,18 @@ async def translate_file(options: TranslateOptions, console: Console) -> Session
             console.print(f"[red]{error}[/red]")
             raise SystemExit(2) from error
 
-        async with client.connect(session) as connection:
+        async with client.stream(session) as stream:
             console.print(
-                f"[dim]session {session.session_id} on replica {connection.replica}, "
+                f"[dim]session {session.session_id} on replica {stream.replica}, "
                 f"{len(pcm) / 2 / rate:.1f} s of audio at {rate} Hz[/dim]"
             )
-            sender = asyncio.create_task(_send(connection, pcm, rate, options))
+            sender = asyncio.create_task(_send(stream, pcm, rate, options))
             transcript = await asyncio.wait_for(
-                _receive(connection, console), options.timeout_s
+                _receive(stream, console), options.timeout_s
             )
             await sender
+            if stream.reconnects:
+                console.print(f"[dim]resumed {stream.reconnects} times[/dim]")
 
     for language, path in output_paths(options.out, options.targets).items():
         chunks = [(r, audio) for _, r, audio in transcript.audio.get(language, [])]
@@ -63,23 +65,23 @@ async def translate_file(options: TranslateOptions, console: Console) -> Session
 
 
 async def _send(
-    connection: Connection, pcm: bytes, rate: int, options: TranslateOptions
+    stream: SessionStream, pcm: bytes, rate: int, options: TranslateOptions
 ) -> None:
     step = max(2, rate * options.chunk_ms // 1000 * 2)
     started = time.monotonic()
     for offset in range(0, len(pcm), step):
-        await connection.send_audio(pcm[offset : offset + step])
+        await stream.send_audio(pcm[offset : offset + step])
         if not options.fast:
             due = started + (offset + step) / 2 / rate
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-    await connection.end()
+    await stream.end()
 
 
-async def _receive(connection: Connection, console: Console) -> SessionOutput:
+async def _receive(stream: SessionStream, console: Console) -> SessionOutput:
     """Prints what arrives: transcripts on stdout, problems on `console`."""
     stdout = Console(highlight=False, soft_wrap=True)
     transcript = SessionOutput()
-    async for message in connection.messages():
+    async for message in stream.messages():
         transcript.add(message)
         data = message.data
         if message.type == "partial":
@@ -91,6 +93,11 @@ async def _receive(connection: Connection, console: Console) -> SessionOutput:
         elif message.type in ("stage_error", "error"):
             console.print(
                 f"[red]{data.get('code', data.get('stage'))}: {data['message']}[/red]"
+            )
+        elif message.type == "recovery_impossible":
+            console.print(
+                "[yellow]some output was lost while disconnected "
+                f"({data['reason']})[/yellow]"
             )
         elif message.type == "end_of_stream":
             break

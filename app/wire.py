@@ -14,6 +14,9 @@ from app.protocol import SessionEvent
 
 _SEPARATOR = b"\n"
 
+# Published, not logged, when a session is closed on purpose; id 0 is no event.
+CLOSED_NOTICE = b'{"id":0,"type":"session_closed"}\n'
+
 
 @dataclass(frozen=True)
 class EventRecord:
@@ -26,6 +29,11 @@ class EventRecord:
     @property
     def text(self) -> str:
         return self.header.decode()
+
+    @property
+    def is_notice(self) -> bool:
+        """A message about the session, not an event of its log."""
+        return self.id == 0
 
     @classmethod
     def from_pubsub(cls, message: bytes) -> EventRecord:

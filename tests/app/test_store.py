@@ -6,12 +6,63 @@ import asyncio
 
 import pytest
 
-from app.errors import LeaseLost, SessionNotFound, Unauthorized
+from app.errors import (
+    InputMoved,
+    LeaseLost,
+    SessionEnded,
+    SessionNotFound,
+    Unauthorized,
+)
 from app.fanout import Fanout
-from app.protocol import AudioHeader, Partial, SessionRequest
-from app.store import AudioWrite, SessionStore
+from app.protocol import AudioHeader, Final, Partial, SessionRequest
+from app.segmenter import FRAME_BYTES, FRAME_SAMPLES, EndedUtterance
+from app.store import EndJob, InputWrite, SessionStore, UtteranceJob
 
 REQUEST = SessionRequest(source="en", targets=["es", "pt"], sample_rate=22050)
+
+
+def utterance(index: int) -> EndedUtterance:
+    """A distinct ended utterance of two frames."""
+    pcm = bytes([index]) * (2 * FRAME_BYTES)
+    return EndedUtterance(pcm=pcm, start_ms=index * 1000, end_ms=index * 1000 + 64)
+
+
+def chunk(
+    position: int,
+    samples: int = FRAME_SAMPLES,
+    *,
+    ended: tuple[EndedUtterance, ...] = (),
+    append: bytes = b"",
+    replace: bytes | None = None,
+    end: bool = False,
+    sample_rate: int | None = None,
+    segmenter_state: bytes = b"seg",
+    resampler_state: bytes = b"res",
+) -> InputWrite:
+    """One chunk's effect, written where the writer saw the input at `position`."""
+    return InputWrite(
+        expected_position=position,
+        samples=samples,
+        segmenter_state=segmenter_state,
+        resampler_state=resampler_state,
+        append=append,
+        replace=replace,
+        ended=tuple(u.to_bytes() for u in ended),
+        end=end,
+        sample_rate=sample_rate,
+    )
+
+
+def final(text: str) -> Final:
+    return Final(utterance=1, text=text, language="en", start_ms=0, end_ms=10)
+
+
+async def stored_epoch(store: SessionStore, session_id: str) -> str:
+    epoch = await store.client.hget(f"tolk:{{{session_id}}}:session", "epoch")
+    return epoch.decode()
+
+
+# Sessions and tokens.
 
 
 async def test_store_authenticates_only_the_right_token(store: SessionStore) -> None:
@@ -20,6 +71,7 @@ async def test_store_authenticates_only_the_right_token(store: SessionStore) -> 
     config = await store.authenticate(session_id, token)
 
     assert config.targets == ["es", "pt"] and config.sample_rate == 22050
+    assert config.source == "en" and config.session_id == session_id
     with pytest.raises(Unauthorized):
         await store.authenticate(session_id, token + "x")
     other_id, _ = await store.create(REQUEST)
@@ -59,35 +111,6 @@ async def test_store_event_ids_increase_and_replay(store: SessionStore) -> None:
     assert await store.last_event_id(session_id) == 6
 
 
-async def test_store_audio_writes_number_utterances(store: SessionStore) -> None:
-    session_id, _ = await store.create(REQUEST)
-
-    await store.write_audio(
-        session_id, AudioWrite(input_samples=10, segmenter_state=b"s1", append=b"ab")
-    )
-    numbers = await store.write_audio(
-        session_id,
-        AudioWrite(
-            input_samples=10,
-            segmenter_state=b"s2",
-            append=b"cd",
-            replace=b"xy",
-            ended=(b"first", b"second"),
-        ),
-    )
-
-    snapshot = await store.snapshot(session_id)
-    assert numbers == [1, 2]
-    assert snapshot.pending_audio == b"xycd"
-    assert snapshot.segmenter_state == b"s2"
-    assert snapshot.unprocessed == {1: b"first", 2: b"second"}
-
-    assert await store.acquire_lease(session_id, "me", 5000)
-    await store.complete_utterance(session_id, 1, "context", owner="me")
-    snapshot = await store.snapshot(session_id)
-    assert snapshot.unprocessed == {2: b"second"} and snapshot.context == "context"
-
-
 async def test_store_refuses_writes_to_expired_sessions(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
     await store.client.delete(*await store.client.keys("*"))
@@ -95,62 +118,24 @@ async def test_store_refuses_writes_to_expired_sessions(store: SessionStore) -> 
     with pytest.raises(SessionNotFound):
         await store.emit(session_id, Partial(utterance=1, text="late"))
     with pytest.raises(SessionNotFound):
-        await store.write_audio(
-            session_id, AudioWrite(input_samples=1, segmenter_state=b"")
-        )
+        await store.write_input(session_id, chunk(0))
+    with pytest.raises(SessionNotFound):
+        await store.input_state(session_id)
+    with pytest.raises(SessionNotFound):
+        await store.acquire_lease(session_id, 5000)
 
 
 async def test_store_sessions_expire(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
-    await store.emit(session_id, Partial(utterance=1, text="x"))
+    await store.write_input(session_id, chunk(0, append=b"ab", ended=(utterance(1),)))
+    token = await store.acquire_lease(session_id, 5000)
+    await store.emit(session_id, Partial(utterance=1, text="x"), step="j1:partial")
 
-    ttls = [await store.client.ttl(k) for k in await store.client.keys("*")]
+    ttls = {k: await store.client.pttl(k) for k in await store.client.keys("*")}
 
-    assert ttls and all(0 < ttl <= 60 for ttl in ttls)
-
-
-async def test_fanout_delivers_to_every_subscriber(store: SessionStore) -> None:
-    session_id, _ = await store.create(REQUEST)
-    fanout = Fanout(store.client)
-    try:
-        async with (
-            fanout.subscribe(session_id) as first,
-            fanout.subscribe(session_id) as second,
-        ):
-            await store.emit(session_id, Partial(utterance=1, text="a"))
-            await store.emit(session_id, Partial(utterance=1, text="b"))
-
-            for inbox in (first, second):
-                got = [await asyncio.wait_for(inbox.get(), 5) for _ in range(2)]
-                assert [r.id for r in got if r is not None] == [1, 2]
-    finally:
-        await fanout.aclose()
-
-
-async def test_lease_fences_a_replica_that_lost_it(store: SessionStore) -> None:
-    session_id, _ = await store.create(REQUEST)
-    assert await store.acquire_lease(session_id, "old", 100)
-    assert not await store.acquire_lease(session_id, "new", 5000)
-    await store.emit(session_id, Partial(utterance=1, text="a"), owner="old")
-
-    await asyncio.sleep(0.2)
-    assert await store.acquire_lease(session_id, "new", 5000)
-
-    with pytest.raises(LeaseLost):
-        await store.emit(session_id, Partial(utterance=1, text="b"), owner="old")
-    with pytest.raises(LeaseLost):
-        await store.complete_utterance(session_id, 1, "", owner="old")
-    assert [r.id for r in await store.events_after(session_id, 0)] == [1]
-
-
-async def test_lease_release_only_by_its_holder(store: SessionStore) -> None:
-    session_id, _ = await store.create(REQUEST)
-    assert await store.acquire_lease(session_id, "a", 5000)
-
-    await store.release_lease(session_id, "b")
-    assert not await store.acquire_lease(session_id, "b", 5000)
-    await store.release_lease(session_id, "a")
-    assert await store.acquire_lease(session_id, "b", 5000)
+    lease = f"tolk:{{{session_id}}}:lease".encode()
+    assert token and 0 < ttls.pop(lease) <= 5000
+    assert len(ttls) == 5 and all(0 < ttl <= 60_000 for ttl in ttls.values())
 
 
 async def test_store_updates_do_not_resurrect_sessions(store: SessionStore) -> None:
@@ -158,19 +143,445 @@ async def test_store_updates_do_not_resurrect_sessions(store: SessionStore) -> N
     await store.client.delete(*await store.client.keys("*"))
 
     with pytest.raises(SessionNotFound):
-        await store.set_sample_rate(session_id, 48000)
+        await store.write_input(session_id, chunk(0, sample_rate=48000, end=True))
+    with pytest.raises(SessionNotFound):
+        await store.resume(session_id, None, 0)
+    with pytest.raises(SessionNotFound):
+        await store.complete_job(session_id, 1, "context", owner="1-x")
+    await store.touch(session_id)
+
     assert await store.client.keys("*") == []
     with pytest.raises(SessionNotFound):
         await store.authenticate(session_id, token)
 
 
-async def test_store_lists_pending_utterances_in_order(store: SessionStore) -> None:
+# Input.
+
+
+async def test_write_input_applies_only_at_the_expected_position(
+    store: SessionStore,
+) -> None:
     session_id, _ = await store.create(REQUEST)
-    await store.write_audio(
+
+    written = await store.write_input(session_id, chunk(0, 512, append=b"ab"))
+    assert written.position == 512 and written.utterances == []
+
+    with pytest.raises(InputMoved) as moved:
+        await store.write_input(session_id, chunk(0, 512, append=b"cd"))
+    assert moved.value.position == 512
+    with pytest.raises(InputMoved) as moved:
+        await store.write_input(session_id, chunk(1024, 512, append=b"cd"))
+    assert moved.value.position == 512
+
+    state = await store.input_state(session_id)
+    assert state.position == 512 and state.pending_audio == b"ab"
+    written = await store.write_input(session_id, chunk(512, 256, append=b"cd"))
+    assert written.position == 768
+
+
+async def test_write_input_appends_and_replaces_pending_audio(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    state = await store.input_state(session_id)
+    assert state.pending_audio == b"" and state.position == 0
+    assert state.segmenter_state is None and state.resampler_state is None
+
+    await store.write_input(session_id, chunk(0, 10, append=b"ab"))
+    await store.write_input(session_id, chunk(10, 10, append=b"cd"))
+    assert (await store.input_state(session_id)).pending_audio == b"abcd"
+
+    # A replaced buffer is the new content; the append follows it.
+    await store.write_input(session_id, chunk(20, 10, replace=b"xy", append=b"ef"))
+    assert (await store.input_state(session_id)).pending_audio == b"xyef"
+
+    await store.write_input(session_id, chunk(30, 10, replace=b""))
+    assert (await store.input_state(session_id)).pending_audio == b""
+
+
+async def test_write_input_stores_filter_states_and_sample_rate(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    assert (await store.input_state(session_id)).sample_rate == 22050
+
+    await store.write_input(
         session_id,
-        AudioWrite(input_samples=1, segmenter_state=b"", ended=(b"one", b"two")),
+        chunk(0, segmenter_state=b"s1", resampler_state=b"r1", sample_rate=48000),
+    )
+    state = await store.input_state(session_id)
+    assert state.segmenter_state == b"s1" and state.resampler_state == b"r1"
+    assert state.sample_rate == 48000
+
+    # Without a sample rate the stored one stays.
+    await store.write_input(
+        session_id,
+        chunk(FRAME_SAMPLES, segmenter_state=b"s2", resampler_state=b"r2"),
+    )
+    state = await store.input_state(session_id)
+    assert state.segmenter_state == b"s2" and state.resampler_state == b"r2"
+    assert state.sample_rate == 48000 and state.position == 2 * FRAME_SAMPLES
+
+
+async def test_ended_utterances_become_numbered_jobs(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    first, second, third = utterance(1), utterance(2), utterance(3)
+
+    written = await store.write_input(session_id, chunk(0, ended=(first, second)))
+    assert written.utterances == [1, 2]
+    written = await store.write_input(
+        session_id, chunk(written.position, ended=(third,))
+    )
+    assert written.utterances == [3]
+
+    assert await store.pending_jobs(session_id) == [1, 2, 3]
+    assert await store.job(session_id, 1) == UtteranceJob(
+        seq=1, number=1, utterance=first
+    )
+    assert await store.job(session_id, 3) == UtteranceJob(
+        seq=3, number=3, utterance=third
+    )
+    assert (await store.input_state(session_id)).utterances == 3
+    assert await store.job(session_id, 4) is None
+
+
+async def test_pending_jobs_are_in_sequence_order(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    ended = tuple(utterance(i) for i in range(12))
+
+    await store.write_input(session_id, chunk(0, ended=ended))
+
+    # Numerically, not as strings: 10 comes after 9.
+    assert await store.pending_jobs(session_id) == list(range(1, 13))
+
+
+async def test_end_queues_one_end_job_per_position(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    written = await store.write_input(
+        session_id, chunk(0, ended=(utterance(1), utterance(2)), end=True)
+    )
+    assert written.utterances == [1, 2]
+    # The end comes after the utterances that ended in the same chunk.
+    assert await store.pending_jobs(session_id) == [1, 2, 3]
+    assert await store.job(session_id, 3) == EndJob(seq=3, utterances=2)
+
+    # A repeated end, e.g. after a reconnection, asks for nothing new.
+    position = written.position
+    await store.write_input(session_id, chunk(position, 0, end=True))
+    assert await store.pending_jobs(session_id) == [1, 2, 3]
+
+    written = await store.write_input(
+        session_id, chunk(position, ended=(utterance(3),), end=True)
+    )
+    assert written.utterances == [3]
+    assert await store.pending_jobs(session_id) == [1, 2, 3, 4, 5]
+    assert await store.job(session_id, 5) == EndJob(seq=5, utterances=3)
+
+
+async def test_end_without_any_audio_is_queued(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    await store.write_input(session_id, chunk(0, 0, end=True))
+    await store.write_input(session_id, chunk(0, 0, end=True))
+
+    assert await store.pending_jobs(session_id) == [1]
+    assert await store.job(session_id, 1) == EndJob(seq=1, utterances=0)
+
+
+async def test_one_of_many_concurrent_writes_wins(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    results = await asyncio.gather(
+        *(
+            store.write_input(session_id, chunk(0, 100 + i, append=bytes([i])))
+            for i in range(20)
+        ),
+        return_exceptions=True,
     )
 
-    assert await store.pending_utterances(session_id) == [1, 2]
-    assert await store.utterance(session_id, 2) == b"two"
-    assert await store.utterance(session_id, 3) is None
+    won = [r for r in results if not isinstance(r, BaseException)]
+    moved = [r for r in results if isinstance(r, InputMoved)]
+    assert len(won) == 1 and len(moved) == 19
+    assert all(error.position == won[0].position for error in moved)
+    state = await store.input_state(session_id)
+    assert state.position == won[0].position
+    assert state.pending_audio == bytes([won[0].position - 100])
+
+
+# Output.
+
+
+async def test_a_step_is_logged_and_published_once(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    fanout = Fanout(store.client)
+    try:
+        async with fanout.subscribe(session_id) as inbox:
+            first = await store.emit(session_id, final("a"), step="j1:final")
+            again = await store.emit(session_id, final("other"), step="j1:final")
+            after = await store.emit(session_id, Partial(utterance=2, text="b"))
+
+            got = [await asyncio.wait_for(inbox.get(), 5) for _ in range(2)]
+    finally:
+        await fanout.aclose()
+
+    assert (first, again, after) == (1, 1, 2)
+    assert [r.id for r in got if r is not None] == [1, 2]
+    assert [r.id for r in await store.events_after(session_id, 0)] == [1, 2]
+    assert await store.last_event_id(session_id) == 2
+
+
+async def test_logged_steps_are_those_of_one_job(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    ids = {
+        step: await store.emit(session_id, final(step), step=step)
+        for step in ("j1:final", "j1:es", "j2:final", "j12:final")
+    }
+
+    assert await store.logged_steps(session_id, 1) == {
+        "final": ids["j1:final"],
+        "es": ids["j1:es"],
+    }
+    assert await store.logged_steps(session_id, 12) == {"final": ids["j12:final"]}
+    assert await store.logged_steps(session_id, 3) == {}
+
+
+async def test_event_reads_back_one_record(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    await store.emit(session_id, Partial(utterance=1, text="a"))
+    header = AudioHeader(
+        utterance=1, language="es", segment=0, sample_rate=24000, bytes=2
+    )
+    event_id = await store.emit(session_id, header, b"\x01\x02")
+
+    record = await store.event(session_id, event_id)
+
+    assert record is not None and record.id == event_id == 2
+    assert record.payload == b"\x01\x02" and '"type":"audio"' in record.text
+    assert await store.event(session_id, 3) is None
+
+
+async def test_complete_job_forgets_the_job_and_its_steps(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    await store.write_input(session_id, chunk(0, ended=(utterance(1), utterance(2))))
+    token = await store.acquire_lease(session_id, 5000)
+    assert token
+    await store.emit(session_id, final("a"), owner=token, step="j1:final")
+    await store.emit(session_id, final("a"), owner=token, step="j1:es")
+    second = await store.emit(session_id, final("b"), owner=token, step="j2:final")
+
+    with pytest.raises(LeaseLost):
+        await store.complete_job(session_id, 1, "stolen", owner=token + "x")
+    assert await store.pending_jobs(session_id) == [1, 2]
+
+    await store.complete_job(session_id, 1, "first words", owner=token)
+
+    assert await store.pending_jobs(session_id) == [2]
+    assert await store.job(session_id, 1) is None
+    assert await store.logged_steps(session_id, 1) == {}
+    assert await store.logged_steps(session_id, 2) == {"final": second}
+    assert await store.context(session_id) == "first words"
+    # Completing does not take the output back out of the log.
+    assert [r.id for r in await store.events_after(session_id, 0)] == [1, 2, 3]
+
+
+# The processing lease.
+
+
+async def test_lease_is_held_by_one_replica_at_a_time(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    token = await store.acquire_lease(session_id, 5000)
+
+    assert token
+    assert await store.acquire_lease(session_id, 5000) is None
+    assert await store.renew_lease(session_id, token, 5000)
+    assert not await store.renew_lease(session_id, token + "x", 5000)
+    assert await store.acquire_lease(session_id, 5000) is None
+
+
+async def test_lease_fences_a_replica_that_lost_it(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    await store.write_input(session_id, chunk(0, ended=(utterance(1),)))
+    old = await store.acquire_lease(session_id, 100)
+    assert old
+    await store.emit(session_id, Partial(utterance=1, text="a"), owner=old)
+
+    await asyncio.sleep(0.2)
+    new = await store.acquire_lease(session_id, 5000)
+
+    assert new and new != old
+    assert int(new.split("-")[0]) > int(old.split("-")[0])
+    with pytest.raises(LeaseLost):
+        await store.emit(session_id, Partial(utterance=1, text="b"), owner=old)
+    with pytest.raises(LeaseLost):
+        await store.complete_job(session_id, 1, "", owner=old)
+    assert not await store.renew_lease(session_id, old, 5000)
+    assert [r.id for r in await store.events_after(session_id, 0)] == [1]
+    assert await store.pending_jobs(session_id) == [1]
+    assert await store.emit(session_id, Partial(utterance=1, text="c"), owner=new)
+
+
+async def test_lease_release_only_by_its_holder(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    token = await store.acquire_lease(session_id, 5000)
+    assert token
+
+    await store.release_lease(session_id, token + "x")
+    assert await store.acquire_lease(session_id, 5000) is None
+    await store.release_lease(session_id, token)
+    assert await store.acquire_lease(session_id, 5000)
+
+
+# Resuming a connection.
+
+
+async def test_resume_of_a_fresh_session(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    epoch = await stored_epoch(store, session_id)
+
+    resume = await store.resume(session_id, None, 0)
+
+    assert resume.status == "ok" and resume.epoch == epoch
+    assert resume.last_event_id == 0 and resume.input_samples == 0
+    assert (await store.resume(session_id, epoch, 0)).status == "ok"
+
+
+async def test_resume_within_the_log(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    epoch = await stored_epoch(store, session_id)
+    for i in range(5):
+        await store.emit(session_id, Partial(utterance=1, text=f"w{i}"))
+
+    for after in (0, 3, 5):
+        resume = await store.resume(session_id, epoch, after)
+        assert resume.status == "ok" and resume.epoch == epoch
+        assert resume.last_event_id == 5
+
+
+async def test_resume_reports_the_stored_input(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    await store.write_input(session_id, chunk(0, 320))
+
+    resume = await store.resume(session_id, None, 0)
+
+    assert resume.input_samples == 320
+
+
+async def test_resume_before_the_oldest_kept_event_is_trimmed(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    epoch = await stored_epoch(store, session_id)
+    # MAXLEN ~ trims whole stream nodes (100 entries), so well past max_events.
+    for i in range(250):
+        await store.emit(session_id, Partial(utterance=1, text=f"w{i}"))
+    oldest = (await store.events_after(session_id, 0))[0].id
+    assert oldest > 2
+
+    resume = await store.resume(session_id, epoch, 1)
+
+    assert resume.status == "trimmed" and resume.epoch == epoch
+    assert resume.last_event_id == 250
+    assert (await store.resume(session_id, epoch, oldest - 1)).status == "ok"
+    assert await stored_epoch(store, session_id) == epoch
+
+
+async def test_resume_from_another_epoch_is_history_lost(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    epoch = await stored_epoch(store, session_id)
+    await store.emit(session_id, Partial(utterance=1, text="a"))
+
+    resume = await store.resume(session_id, "elsewhere", 1)
+
+    assert resume.status == "history_lost" and resume.epoch == epoch
+    assert await stored_epoch(store, session_id) == epoch
+
+
+async def test_resume_after_events_redis_lost_changes_the_epoch(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    old = await stored_epoch(store, session_id)
+    for i in range(3):
+        await store.emit(session_id, Partial(utterance=1, text=f"w{i}"))
+
+    # The client saw event 5: Redis lost what it acknowledged.
+    resume = await store.resume(session_id, old, 5)
+
+    assert resume.status == "history_lost" and resume.last_event_id == 3
+    assert resume.epoch != old
+    assert await stored_epoch(store, session_id) == resume.epoch
+    assert (await store.resume(session_id, old, 2)).status == "history_lost"
+    again = await store.resume(session_id, resume.epoch, 3)
+    assert again.status == "ok" and again.epoch == resume.epoch
+
+
+async def test_resume_after_the_log_was_lost_changes_the_epoch(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    old = await stored_epoch(store, session_id)
+    for i in range(3):
+        await store.emit(session_id, Partial(utterance=1, text=f"w{i}"))
+    await store.client.delete(f"tolk:{{{session_id}}}:events")
+
+    resume = await store.resume(session_id, old, 3)
+
+    assert resume.status == "history_lost" and resume.epoch != old
+    assert resume.last_event_id == 3
+    assert await stored_epoch(store, session_id) == resume.epoch
+    # The loss is announced once: the new epoch resumes as usual.
+    again = await store.resume(session_id, resume.epoch, 3)
+    assert again.status == "ok" and again.epoch == resume.epoch
+
+
+async def test_resume_from_an_old_epoch_keeps_the_current_one(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    old = await stored_epoch(store, session_id)
+    for i in range(3):
+        await store.emit(session_id, Partial(utterance=1, text=f"w{i}"))
+    current = (await store.resume(session_id, old, 5)).epoch
+
+    # Another client of the old epoch that also saw the lost events.
+    resume = await store.resume(session_id, old, 5)
+
+    assert resume.status == "history_lost" and resume.epoch == current
+    assert (await store.resume(session_id, current, 3)).status == "ok"
+
+
+# Closing.
+
+
+async def test_close_deletes_the_session_and_tells_its_connections(
+    store: SessionStore,
+) -> None:
+    session_id, token = await store.create(REQUEST)
+    await store.write_input(session_id, chunk(0, append=b"ab", ended=(utterance(1),)))
+    owner = await store.acquire_lease(session_id, 5000)
+    await store.emit(session_id, final("a"), owner=owner, step="j1:final")
+    fanout = Fanout(store.client)
+    try:
+        async with fanout.subscribe(session_id) as inbox:
+            assert await store.close(session_id)
+            notice = await asyncio.wait_for(inbox.get(), 5)
+    finally:
+        await fanout.aclose()
+
+    assert notice is not None and notice.is_notice
+    assert await store.client.keys("*") == [f"tolk:{{{session_id}}}:closed".encode()]
+    with pytest.raises(SessionEnded):
+        await store.authenticate(session_id, token)
+    assert not await store.exists(session_id)
+    assert not await store.close(session_id)
+
+
+async def test_close_of_an_unknown_session(store: SessionStore) -> None:
+    assert not await store.close("nope")
+    assert await store.client.keys("*") == []

@@ -1,0 +1,214 @@
+"""The input side of a session on one replica: audio in, utterances stored.
+
+Every received chunk is resampled, cut by the segmenter and written to Redis
+in one script that also checks the input's position: the write counts only if
+nobody else wrote since this replica last read or wrote the input. A replica
+whose view is stale reloads it and applies the chunk again, so a session's
+input can move between replicas at any chunk, and audio that a resuming
+client sends twice is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.errors import InputMoved, ProtocolViolation
+from app.protocol import CloseCode
+from app.resampling import ResamplerState, resample
+from app.segmenter import Segmentation, Segmenter, SegmenterState
+from app.store import InputWrite, SessionStore
+
+logger = logging.getLogger("tolk.intake")
+
+_MOVED_RETRIES = 5
+
+
+@dataclass
+class _Input:
+    """This replica's copy of the session's input state."""
+
+    position: int
+    sample_rate: int
+    resampler: ResamplerState
+    segmenter: SegmenterState
+    buffer: bytearray
+    utterances: int
+
+
+class SessionIntake:
+    """Applies one session's audio, `config` and `end` to its stored input."""
+
+    def __init__(
+        self,
+        session_id: str,
+        store: SessionStore,
+        segmenter: Segmenter,
+        *,
+        on_partial: Callable[[int, bytes], None],
+    ) -> None:
+        self.session_id = session_id
+        self._store = store
+        self._segmenter = segmenter
+        self._on_partial = on_partial
+        self._input: _Input | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def utterances(self) -> int:
+        """Utterances that had ended when this replica last saw the input."""
+        return self._input.utterances if self._input else 0
+
+    async def feed(self, pcm16: bytes, start: int) -> int:
+        """Stores audio whose first sample is the client's sample `start`.
+
+        Returns the stored position. Samples before the stored position were
+        stored already and are skipped; a chunk that starts after it would
+        leave a hole, and the client must resend from the stored position.
+        """
+        async with self._lock:
+            for _ in range(_MOVED_RETRIES):
+                fresh = self._input is None
+                state = await self._loaded()
+                already = state.position - start
+                if already * 2 >= len(pcm16):
+                    return state.position
+                if already < 0 and not fresh:
+                    # Another replica stored audio since this one last did.
+                    self._forget(state.position)
+                    continue
+                if already < 0:
+                    raise ProtocolViolation(
+                        self.session_id,
+                        f"audio from sample {start} but the session has only "
+                        f"{state.position}: resend from there",
+                        code="input_gap",
+                        fatal=True,
+                        close_code=CloseCode.RESYNC_INPUT,
+                    )
+                try:
+                    return await self._apply(state, pcm16[already * 2 :])
+                except InputMoved as moved:
+                    self._forget(moved.position)
+            raise InputMoved(self.session_id, -1)
+
+    async def configure(self, sample_rate: int) -> int:
+        """The audio that follows has a new sample rate."""
+        async with self._lock:
+            for _ in range(_MOVED_RETRIES):
+                state = await self._loaded()
+                if state.sample_rate == sample_rate:
+                    return state.position
+                try:
+                    return await self._apply(state, b"", new_rate=sample_rate)
+                except InputMoved as moved:
+                    self._forget(moved.position)
+            raise InputMoved(self.session_id, -1)
+
+    async def end(self) -> int:
+        """Ends the utterance in progress and queues the `end` announcement.
+
+        An `end` at the position of the previous one is a repeat (a resuming
+        client that could not know whether it arrived) and is ignored.
+        """
+        async with self._lock:
+            for _ in range(_MOVED_RETRIES):
+                state = await self._loaded()
+                try:
+                    return await self._apply(state, b"", end=True)
+                except InputMoved as moved:
+                    self._forget(moved.position)
+            raise InputMoved(self.session_id, -1)
+
+    async def _loaded(self) -> _Input:
+        if self._input is None:
+            stored = await self._store.input_state(self.session_id)
+            resampler = (
+                ResamplerState.from_bytes(stored.resampler_state)
+                if stored.resampler_state
+                else ResamplerState.start(stored.sample_rate)
+            )
+            self._input = _Input(
+                position=stored.position,
+                sample_rate=stored.sample_rate,
+                resampler=resampler,
+                segmenter=SegmenterState.from_bytes(stored.segmenter_state),
+                buffer=bytearray(stored.pending_audio),
+                utterances=stored.utterances,
+            )
+        return self._input
+
+    def _forget(self, position: int) -> None:
+        logger.info(
+            "session %s: input moved on elsewhere (to sample %d); reloading",
+            self.session_id,
+            position,
+        )
+        self._input = None
+
+    async def _apply(
+        self,
+        state: _Input,
+        pcm16: bytes,
+        *,
+        end: bool = False,
+        new_rate: int | None = None,
+    ) -> int:
+        # The in-memory state changes first; any failure below leaves it
+        # unusable, so it is dropped and read again from Redis.
+        self._input = None
+        # In a thread: a large chunk costs the detector real time, and other
+        # sockets on this replica must not wait for it.
+        segmentation = await asyncio.to_thread(
+            self._segment, state, pcm16, end or new_rate is not None, end
+        )
+        if new_rate is not None:
+            state.resampler = ResamplerState.start(new_rate)
+            state.sample_rate = new_rate
+
+        write = InputWrite(
+            expected_position=state.position,
+            samples=len(pcm16) // 2,
+            segmenter_state=state.segmenter.to_bytes(),
+            resampler_state=state.resampler.to_bytes(),
+            append=bytes(segmentation.append),
+            replace=segmentation.replace,
+            ended=tuple(u.to_bytes() for u in segmentation.ended),
+            end=end,
+            sample_rate=new_rate,
+        )
+        written = await self._store.write_input(self.session_id, write)
+        state.position = written.position
+        if written.utterances:
+            state.utterances = max(written.utterances)
+        self._input = state
+
+        if segmentation.partial_due and not segmentation.ended:
+            self._on_partial(state.utterances + 1, bytes(state.buffer))
+        return state.position
+
+    def _segment(
+        self, state: _Input, pcm16: bytes, drain: bool, end: bool
+    ) -> Segmentation:
+        audio = resample(state.resampler, pcm16, last=drain)
+        segmentation = self._segmenter.feed(state.segmenter, state.buffer, audio)
+        if end:
+            flushed = self._segmenter.flush(state.segmenter, state.buffer)
+            segmentation = _merged(segmentation, flushed)
+        return segmentation
+
+
+def _merged(first: Segmentation, second: Segmentation) -> Segmentation:
+    """One segmentation with the effect of `first`, then `second`."""
+    if second.replace is None:
+        first.append.extend(second.append)
+        first.ended.extend(second.ended)
+        return first
+    return Segmentation(
+        append=second.append,
+        replace=second.replace,
+        ended=first.ended + second.ended,
+        partial_due=False,
+    )
