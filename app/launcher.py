@@ -69,7 +69,11 @@ class Launcher:
             self._stop()
 
     def _start_redis(self) -> str:
-        self._redis = EmbeddedRedis(self._data_dir / "redis", port=self._redis_port)
+        # Every write reaches the disk before it is acknowledged: a crash of
+        # the machine must not cost sessions events their clients have seen.
+        self._redis = EmbeddedRedis(
+            self._data_dir / "redis", port=self._redis_port, appendfsync="always"
+        )
         try:
             self._redis.start()
         except EmbeddedRedisError as error:

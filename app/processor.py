@@ -80,7 +80,8 @@ class SessionProcessor:
 
     @property
     def busy(self) -> bool:
-        return self._working
+        """Whether it works on jobs, or was just told of new ones."""
+        return self._working or self._wake.is_set()
 
     def start(self) -> None:
         self._worker = _detached(self._work(), f"tolk-worker-{self.session_id}")

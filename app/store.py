@@ -123,14 +123,6 @@ redis.call('HSET', KEYS[1], 'context', ARGV[2])
 return 1
 """
 
-# Sets fields of a session that still exists, and refreshes its TTL.
-_UPDATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-return 1
-"""
-
 # The processing lease. A new holder gets a fresh token from a counter, so
 # tokens never repeat; renewing needs the token still in place.
 _ACQUIRE_SCRIPT = """
@@ -307,7 +299,6 @@ class SessionStore:
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
         self._input = self._redis.register_script(_INPUT_SCRIPT)
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
-        self._update = self._redis.register_script(_UPDATE_SCRIPT)
         self._acquire = self._redis.register_script(_ACQUIRE_SCRIPT)
         self._renew = self._redis.register_script(_RENEW_SCRIPT)
         self._release = self._redis.register_script(_RELEASE_SCRIPT)

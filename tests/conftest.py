@@ -31,7 +31,7 @@ def audio_dir(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendfsync="always")
     server.start()
     yield server
     server.stop()
