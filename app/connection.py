@@ -8,6 +8,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -305,7 +306,9 @@ class SessionConnection:
 
     async def _recovery_impossible(self, resume: Resume) -> int:
         """Tells the client its resume point is gone; returns the new cursor."""
-        status = "trimmed" if resume.status == "trimmed" else "history_lost"
+        status: Literal["trimmed", "history_lost"] = (
+            "trimmed" if resume.status == "trimmed" else "history_lost"
+        )
         logger.warning(
             "session %s: cannot resume exactly (%s); continuing from event %d",
             self._session_id,

@@ -174,7 +174,11 @@ if ARGV[1] ~= '' and ARGV[1] ~= epoch then
 end
 local last = id_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1))
 if newest > base and (last == nil or last < newest) then return new_epoch() end
-if after > newest then return new_epoch() end
+if after > newest then
+  -- Only a client that knows the epoch can prove that events were lost.
+  if ARGV[1] == '' then return {epoch, newest, samples, 'history_lost'} end
+  return new_epoch()
+end
 if after < newest then
   local first = id_of(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1))
   if first == nil or first > after + 1 then

@@ -556,6 +556,18 @@ async def test_resume_from_an_old_epoch_keeps_the_current_one(
     assert (await store.resume(session_id, current, 3)).status == "ok"
 
 
+async def test_resume_without_an_epoch_cannot_change_it(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    epoch = await stored_epoch(store, session_id)
+    await store.emit(session_id, Partial(utterance=1, text="w"))
+
+    # A client that claims events it cannot have, without knowing the epoch.
+    resume = await store.resume(session_id, None, 10**9)
+
+    assert resume.status == "history_lost" and resume.epoch == epoch
+    assert await stored_epoch(store, session_id) == epoch
+
+
 # Closing.
 
 

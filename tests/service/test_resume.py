@@ -12,7 +12,13 @@ import ray
 import redis.asyncio as redis
 
 from app.audio_file import read_pcm16
-from app.client import SessionHandle, SessionOutput, SessionStream, TolkClient
+from app.client import (
+    SessionHandle,
+    SessionOutput,
+    SessionStream,
+    TolkClient,
+    TolkClientError,
+)
 from app.embedded_redis import EmbeddedRedis
 from tests.service.helpers import CHUNK_S
 
@@ -156,6 +162,9 @@ async def test_redis_restart_loses_nothing(
             async def outage(index: int) -> None:
                 if index == stop_at:
                     await asyncio.to_thread(redis_server.stop)
+                    # New sessions are refused meanwhile, and said so.
+                    with pytest.raises(TolkClientError, match="HTTP 503"):
+                        await client.create_session("en", TARGETS, rate)
                     await asyncio.sleep(5)
                     await asyncio.to_thread(redis_server.start)
 
