@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.client import TolkClientError
 from app.launcher import Launcher, LaunchError
 from app.translate_file import TranslateOptions, translate_file
 
@@ -92,6 +93,64 @@ def translate(
         asyncio.run(translate_file(options, console))
     except (OSError, TimeoutError) as error:
         console.print(f"[red]translation failed:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@cli.command()
+def bench(
+    url: Annotated[
+        str, typer.Argument(envvar="TOLK_URL", help="Base URL of a Tolk deployment.")
+    ] = _DEFAULT_URL,
+    sessions: Annotated[
+        str, typer.Option(help="Load levels: concurrent sessions, comma-separated.")
+    ] = "1",
+    clips_dir: Annotated[
+        Path,
+        typer.Option(help="Folder of speech clips (and references.tsv).", exists=True),
+    ] = Path("../shared/audio/ljspeech"),
+    clips_per_session: Annotated[
+        int, typer.Option(min=1, help="Clips each session speaks, in turn.")
+    ] = 6,
+    to: Annotated[list[str], typer.Option(help="Target language(s).")] = ["pt"],  # noqa: B006
+    chunk_ms: Annotated[
+        int, typer.Option(min=10, help="Audio per message, sent as spoken.")
+    ] = 40,
+    listeners: Annotated[
+        int, typer.Option(min=0, help="Extra listen-only connections per session.")
+    ] = 0,
+    reconnect_every_s: Annotated[
+        float, typer.Option(min=0, help="Drop each speaker's connection this often.")
+    ] = 0.0,
+    baseline: Annotated[
+        bool, typer.Option(help="Also run the same models in this process.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Folder for report.json and plots.")] = Path(
+        "bench-results"
+    ),
+) -> None:
+    """Stream real speech into URL at real-time pace; report delays and capacity."""
+    from app.bench.runner import BenchOptions, run_bench
+
+    try:
+        levels = [int(level) for level in sessions.split(",") if level.strip()]
+    except ValueError as error:
+        raise typer.BadParameter("--sessions takes numbers, e.g. 1,2,4") from error
+    options = BenchOptions(
+        url=url,
+        clips_dir=clips_dir,
+        out=out,
+        sessions=levels,
+        clips_per_session=clips_per_session,
+        targets=to,
+        chunk_ms=chunk_ms,
+        listeners=listeners,
+        reconnect_every_s=reconnect_every_s,
+        baseline=baseline,
+    )
+    try:
+        asyncio.run(run_bench(options, console))
+    except (OSError, TimeoutError, TolkClientError) as error:
+        console.print(f"[red]benchmark failed:[/red] {error}")
         raise typer.Exit(1) from error
 
 

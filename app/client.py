@@ -306,6 +306,10 @@ class SessionStream:
         self.replicas: list[str] = []
         # When the service said its store was unreachable.
         self.outages: list[float] = []
+        # Per reconnection: events missed, and seconds from the start of the
+        # attempt until the last of them arrived.
+        self.resumes: list[tuple[int, float]] = []
+        self._resuming: tuple[int, int, float] | None = None
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._give_up_after_s = give_up_after_s
@@ -403,6 +407,7 @@ class SessionStream:
                 connection = Connection(
                     self.session, last_event_id=self.last_event_id, epoch=self.epoch
                 )
+                attempt = time.monotonic()
                 try:
                     await connection.open()
                 except TolkClientError as error:
@@ -414,7 +419,7 @@ class SessionStream:
                     logger.info("cannot connect (%s); retrying", error)
                 else:
                     failures = 0
-                    finished = await self._serve(connection)
+                    finished = await self._serve(connection, attempt)
                     if finished:
                         return
                     down_since = time.monotonic()
@@ -434,10 +439,14 @@ class SessionStream:
         finally:
             self._inbox.put_nowait(None)
 
-    async def _serve(self, connection: Connection) -> bool:
+    async def _serve(self, connection: Connection, attempt: float) -> bool:
         """Runs one connection; True when the stream is over for good."""
         self._connection = connection
         ready = connection.ready
+        if self.replicas:
+            missed = int(ready["last_event_id"]) - self.last_event_id
+            self._resuming = (max(0, missed), int(ready["last_event_id"]), attempt)
+            self._note_resumed(self.last_event_id)
         self.replicas.append(connection.replica)
         self.epoch = connection.epoch
         stored = int(ready["input_samples"])
@@ -478,6 +487,7 @@ class SessionStream:
                 continue
             if message.id is not None:
                 self.last_event_id = message.id
+                self._note_resumed(message.id)
             elif message.type == "recovery_impossible":
                 self.last_event_id = int(message.data["last_event_id"])
                 self.epoch = str(message.data["epoch"])
@@ -509,6 +519,12 @@ class SessionStream:
                 elif item.kind == "end" and not item.announced:
                     await connection.end()
             await self._outbox.wait()
+
+    def _note_resumed(self, event_id: int) -> None:
+        if self._resuming is not None and event_id >= self._resuming[1]:
+            missed, _, attempt = self._resuming
+            self.resumes.append((missed, time.monotonic() - attempt))
+            self._resuming = None
 
     def _note_outage(self, code: str | None) -> None:
         if code == "store_unavailable":

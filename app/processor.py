@@ -284,6 +284,7 @@ class SessionProcessor:
             language=transcript.language or source,
             start_ms=utterance.start_ms,
             end_ms=utterance.end_ms,
+            compute_ms=round(transcript.compute_s * 1000),
         )
         await self._emit(job.seq, "final", final)
         return text
@@ -311,7 +312,10 @@ class SessionProcessor:
             assert isinstance(result, Translation)
             texts[target] = result.text
             event = TranslationText(
-                utterance=job.number, language=target, text=result.text
+                utterance=job.number,
+                language=target,
+                text=result.text,
+                compute_ms=round(result.compute_s * 1000),
             )
             await self._emit(job.seq, f"translation:{target}", event)
 
@@ -334,6 +338,7 @@ class SessionProcessor:
                 segment=0,
                 sample_rate=speech.sample_rate,
                 bytes=len(speech.pcm16),
+                compute_ms=round(speech.compute_s * 1000),
             )
             await self._emit(job.seq, f"audio:{target}", header, speech.pcm16)
 

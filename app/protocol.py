@@ -164,6 +164,7 @@ class Final(_Message):
     language: str
     start_ms: int
     end_ms: int
+    compute_ms: int = Field(0, description="Time the recognizer spent on it.")
 
 
 class TranslationText(_Message):
@@ -171,6 +172,7 @@ class TranslationText(_Message):
     utterance: int
     language: str
     text: str
+    compute_ms: int = Field(0, description="Time the translator spent on it.")
 
 
 class AudioHeader(_Message):
@@ -184,6 +186,7 @@ class AudioHeader(_Message):
     sample_rate: int
     channels: Literal[1] = 1
     bytes: int
+    compute_ms: int = Field(0, description="Time the voice spent on it.")
 
 
 class StageError(_Message):

@@ -1,0 +1,120 @@
+"""The pipeline without the distribution: the same models in one process.
+
+Same detector, segmenter, recognizer, translator and voice, with the settings
+of a serve config file, fed the same program at the same real-time pace; no
+Ray, no Redis, no sockets. What Tolk's delays exceed this by is the cost of
+the distributed path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.bench.program import Program
+from app.bench.report import Baseline, Spread
+from app.bench.session import TRAILING_PAD_S
+from app.resampling import ResamplerState, pcm16_to_float, resample
+from app.segmenter import EndedUtterance, Segmenter, SegmenterConfig, SegmenterState
+from app.settings import IngressSettings
+from app.vad import SpeechDetector
+from deployments.recognition import SpeechRecognizer, TranscriberSettings
+from deployments.schema import TranscriptionRequest
+from deployments.synthesis.voices import SpeechSynthesizer, SynthesizerSettings
+from deployments.translation.routing import TextTranslator, TranslatorSettings
+
+
+def stage_settings(config: Path) -> dict[str, dict[str, Any]]:
+    """The `user_config` of each deployment in a serve config file."""
+    if not config.exists():
+        return {}
+    document = yaml.safe_load(config.read_text())
+    return {
+        deployment["name"]: deployment.get("user_config") or {}
+        for application in document.get("applications", [])
+        for deployment in application.get("deployments", [])
+    }
+
+
+async def run_baseline(
+    program: Program,
+    targets: list[str],
+    chunk_s: float,
+    config: Path = Path("serve_config.yaml"),
+) -> Baseline:
+    """Delays of each utterance of `program`, on the clock `run_session` uses."""
+    settings = stage_settings(config)
+    recognizer = SpeechRecognizer(
+        TranscriberSettings.model_validate(settings.get("Transcriber", {}))
+    )
+    translator = TextTranslator(
+        TranslatorSettings.model_validate(settings.get("Translator", {}))
+    )
+    synthesizer = SpeechSynthesizer(
+        SynthesizerSettings.model_validate(settings.get("Synthesizer", {}))
+    )
+    ingress = IngressSettings()
+    segmenter = Segmenter(
+        SegmenterConfig.from_seconds(
+            threshold=ingress.vad_threshold,
+            min_silence_s=ingress.min_silence_s,
+            min_speech_s=ingress.min_speech_s,
+            max_utterance_s=ingress.max_utterance_s,
+            partial_interval_s=ingress.partial_interval_s,
+        ),
+        SpeechDetector(),
+    )
+    ended: asyncio.Queue[EndedUtterance | None] = asyncio.Queue()
+    finals: list[float] = []
+    first_audio: list[float] = []
+    started = time.monotonic()
+
+    async def process() -> None:
+        context = ""
+        while (utterance := await ended.get()) is not None:
+            speech_end = max(
+                utterance.start_ms / 1000, utterance.end_ms / 1000 - TRAILING_PAD_S
+            )
+            request = TranscriptionRequest(
+                audio=pcm16_to_float(utterance.pcm), language="en", prompt=context
+            )
+            transcript = await asyncio.to_thread(recognizer.transcribe, request)
+            if not transcript.text:
+                continue
+            finals.append(time.monotonic() - started - speech_end)
+            context = (context + " " + transcript.text)[-200:]
+            texts, _, _ = await asyncio.to_thread(
+                translator.translate, [transcript.text], "en", targets[0]
+            )
+            await asyncio.to_thread(synthesizer.synthesize, texts[0], targets[0])
+            first_audio.append(time.monotonic() - started - speech_end)
+
+    worker = asyncio.create_task(process())
+    state, buffer = SegmenterState(), bytearray()
+    resampler = ResamplerState.start(program.sample_rate)
+    step = max(1, int(program.sample_rate * chunk_s))
+    total = len(program.pcm16) // 2
+    for first in range(0, total, step):
+        last = min(total, first + step)
+        await asyncio.sleep(
+            max(0.0, started + last / program.sample_rate - time.monotonic())
+        )
+        chunk = program.pcm16[first * 2 : last * 2]
+        segmentation = await asyncio.to_thread(
+            lambda c=chunk: segmenter.feed(state, buffer, resample(resampler, c))
+        )
+        for utterance in segmentation.ended:
+            ended.put_nowait(utterance)
+    for utterance in segmenter.flush(state, buffer).ended:
+        ended.put_nowait(utterance)
+    ended.put_nowait(None)
+    await worker
+    return Baseline(
+        utterances=len(finals),
+        final_delay_s=Spread.of(finals),
+        first_audio_delay_s=Spread.of(first_audio),
+    )

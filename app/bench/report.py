@@ -1,0 +1,166 @@
+"""Benchmark results: percentiles, the JSON report, and its plots."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+CAPACITY_LIMIT_S = 3.0
+
+
+class Spread(BaseModel):
+    """p50, p95 and max of some seconds; all None when nothing was measured."""
+
+    count: int
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Spread:
+        measured = sorted(v for v in values if v is not None)
+        if not measured:
+            return cls(count=0)
+        return cls(
+            count=len(measured),
+            p50=_percentile(measured, 50),
+            p95=_percentile(measured, 95),
+            max=measured[-1],
+        )
+
+
+class Level(BaseModel):
+    """Everything measured at one number of concurrent sessions."""
+
+    sessions: int
+    utterances: int
+    speech_s: float
+    partial_delay_s: Spread
+    final_delay_s: Spread
+    first_audio_delay_s: Spread
+    asr_compute_s: Spread
+    mt_compute_s: Spread
+    tts_compute_s: Spread
+    resume_s: Spread
+    resume_missed_events: Spread
+    cpu_s_per_speech_s: dict[str, float] = Field(
+        description="Stage compute seconds per second of speech."
+    )
+    replicas_reached: int
+    event_ids_exact: bool
+    errors: list[str]
+
+
+class Baseline(BaseModel):
+    """The same clips through the same models in one process: no Ray, no Redis."""
+
+    utterances: int
+    final_delay_s: Spread
+    first_audio_delay_s: Spread
+
+
+class Overhead(BaseModel):
+    """What the distributed path adds over the in-process baseline (p50)."""
+
+    final_delay_s: float | None
+    first_audio_delay_s: float | None
+    share_of_first_audio: float | None
+
+
+class Report(BaseModel):
+    url: str
+    started_at: str
+    machine: dict[str, str | int]
+    scenario: dict[str, str | int | float | list[str] | list[int]]
+    levels: list[Level]
+    capacity_sessions: int = Field(
+        description=f"Most sessions with p95 first audio under {CAPACITY_LIMIT_S} s."
+    )
+    baseline: Baseline | None = None
+    overhead: Overhead | None = None
+    samples: list[dict[str, object]]
+
+
+def capacity(levels: list[Level]) -> int:
+    """The largest load level whose p95 first-audio delay stays under the limit."""
+    fitting = [
+        level.sessions
+        for level in levels
+        if level.first_audio_delay_s.p95 is not None
+        and level.first_audio_delay_s.p95 < CAPACITY_LIMIT_S
+        and not level.errors
+    ]
+    return max(fitting, default=0)
+
+
+def write_plots(report: Report, folder: Path, samples: list[dict[str, object]]) -> None:
+    """latency_distribution.png and latency_vs_sessions.png in `folder`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for key, label in (
+        ("partial", "partial transcript"),
+        ("final_delay_s", "final transcript"),
+        ("first_audio_delay_s", "first translated audio"),
+    ):
+        values = sorted(_sample_values(samples, key))
+        if values:
+            shares = [(i + 1) / len(values) for i in range(len(values))]
+            axes.step(values, shares, where="post", label=f"{label} (n={len(values)})")
+    axes.axvline(CAPACITY_LIMIT_S, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("delay after the words were spoken (s)")
+    axes.set_ylabel("share of utterances (words for partials)")
+    axes.set_title("Latency distribution, all load levels")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(folder / "latency_distribution.png", dpi=120)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    sessions = [level.sessions for level in report.levels]
+    for attribute, label in (
+        ("final_delay_s", "final transcript"),
+        ("first_audio_delay_s", "first translated audio"),
+    ):
+        spreads = [getattr(level, attribute) for level in report.levels]
+        axes.plot(sessions, [s.p50 for s in spreads], marker="o", label=f"{label} p50")
+        axes.plot(
+            sessions,
+            [s.p95 for s in spreads],
+            marker="^",
+            linestyle="--",
+            label=f"{label} p95",
+        )
+    axes.axhline(CAPACITY_LIMIT_S, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("concurrent sessions")
+    axes.set_ylabel("delay after end of speech (s)")
+    axes.set_xticks(sessions)
+    axes.set_title("Latency against load")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "latency_vs_sessions.png", dpi=120)
+    plt.close(figure)
+
+
+def _sample_values(samples: list[dict[str, object]], key: str) -> list[float]:
+    if key == "partial":
+        return [
+            float(d)
+            for s in samples
+            for d in s["partial_delays_s"]  # type: ignore[attr-defined]
+        ]
+    return [float(s[key]) for s in samples if s.get(key) is not None]  # type: ignore[arg-type]
+
+
+def _percentile(ordered: list[float], percent: float) -> float:
+    """Nearest-rank percentile of an ordered list."""
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
