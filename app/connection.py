@@ -222,7 +222,8 @@ class SessionConnection:
         if isinstance(message, Configure) and message.sample_rate is not None:
             await self._change_rate(config, message.sample_rate)
         if isinstance(message, EndOfStream):
-            await self._ack(await self._require_processor().end_of_stream())
+            processor = self._require_processor()
+            await self._ack(await processor.end_of_stream(self._input_cursor))
 
     async def _change_rate(self, config: SessionConfig, sample_rate: int) -> None:
         settings = self._context.settings
@@ -234,7 +235,7 @@ class SessionConnection:
                 code="bad_sample_rate",
                 fatal=False,
             )
-        await self._require_processor().configure(sample_rate)
+        await self._require_processor().configure(sample_rate, self._input_cursor)
 
     def _require_processor(self) -> SessionProcessor:
         assert self._processor is not None, "the processor starts before input"

@@ -30,6 +30,7 @@ _MOVED_RETRIES = 5
 class _Input:
     """This replica's copy of the session's input state."""
 
+    version: int
     position: int
     sample_rate: int
     resampler: ResamplerState
@@ -94,30 +95,48 @@ class SessionIntake:
                     self._forget(moved.position)
             raise InputMoved(self.session_id, -1)
 
-    async def configure(self, sample_rate: int) -> int:
-        """The audio that follows has a new sample rate."""
-        async with self._lock:
-            for _ in range(_MOVED_RETRIES):
-                state = await self._loaded()
-                if state.sample_rate == sample_rate:
-                    return state.position
-                try:
-                    return await self._apply(state, b"", new_rate=sample_rate)
-                except InputMoved as moved:
-                    self._forget(moved.position)
-            raise InputMoved(self.session_id, -1)
+    async def configure(self, sample_rate: int, at: int) -> int:
+        """The audio after the client's sample `at` has a new sample rate."""
+        return await self._control(at, new_rate=sample_rate)
 
-    async def end(self) -> int:
-        """Ends the utterance in progress and queues the `end` announcement.
+    async def end(self, at: int) -> int:
+        """Ends the utterance in progress after the client's sample `at`.
 
-        An `end` at the position of the previous one is a repeat (a resuming
-        client that could not know whether it arrived) and is ignored.
+        The `end_of_stream` announcement is queued as a job. An `end` at the
+        position of the previous one is a repeat (a resuming client that could
+        not know whether it arrived) and is ignored.
+        """
+        return await self._control(at, end=True)
+
+    async def _control(
+        self, at: int, *, end: bool = False, new_rate: int | None = None
+    ) -> int:
+        """Applies `config` or `end`, but only where its sender put it.
+
+        A control message that a stale socket delivers late, after another
+        connection moved the input on, belongs to audio already stored: it is
+        dropped rather than applied to audio it was never meant for.
         """
         async with self._lock:
             for _ in range(_MOVED_RETRIES):
+                fresh = self._input is None
                 state = await self._loaded()
+                if state.position != at and not fresh:
+                    self._forget(state.position)
+                    continue
+                if state.position != at:
+                    logger.info(
+                        "session %s: dropped a late %s for sample %d (input at %d)",
+                        self.session_id,
+                        "end" if end else "config",
+                        at,
+                        state.position,
+                    )
+                    return state.position
+                if new_rate == state.sample_rate:
+                    return state.position
                 try:
-                    return await self._apply(state, b"", end=True)
+                    return await self._apply(state, b"", end=end, new_rate=new_rate)
                 except InputMoved as moved:
                     self._forget(moved.position)
             raise InputMoved(self.session_id, -1)
@@ -131,6 +150,7 @@ class SessionIntake:
                 else ResamplerState.start(stored.sample_rate)
             )
             self._input = _Input(
+                version=stored.version,
                 position=stored.position,
                 sample_rate=stored.sample_rate,
                 resampler=resampler,
@@ -169,7 +189,7 @@ class SessionIntake:
             state.sample_rate = new_rate
 
         write = InputWrite(
-            expected_position=state.position,
+            expected_version=state.version,
             samples=len(pcm16) // 2,
             segmenter_state=state.segmenter.to_bytes(),
             resampler_state=state.resampler.to_bytes(),
@@ -181,6 +201,7 @@ class SessionIntake:
         )
         written = await self._store.write_input(self.session_id, write)
         state.position = written.position
+        state.version = written.version
         if written.utterances:
             state.utterances = max(written.utterances)
         self._input = state

@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
-from app.errors import LeaseLost, TolkError
+from app.errors import LeaseLost, StoreUnavailable, TolkError
 from app.intake import SessionIntake
 from app.protocol import (
     AudioHeader,
@@ -95,14 +95,14 @@ class SessionProcessor:
             self._wake.set()
         return position
 
-    async def configure(self, sample_rate: int) -> int:
+    async def configure(self, sample_rate: int, at: int) -> int:
         self._raise_if_failed()
-        return await self.intake.configure(sample_rate)
+        return await self.intake.configure(sample_rate, at)
 
-    async def end_of_stream(self) -> int:
+    async def end_of_stream(self, at: int) -> int:
         """Ends the utterance in progress; `end_of_stream` follows its output."""
         self._raise_if_failed()
-        position = await self.intake.end()
+        position = await self.intake.end(at)
         self._wake.set()
         return position
 
@@ -154,6 +154,7 @@ class SessionProcessor:
             )
 
     async def _work(self) -> None:
+        outage = 0
         try:
             while True:
                 with suppress(TimeoutError):
@@ -162,15 +163,26 @@ class SessionProcessor:
                 self._working = True
                 try:
                     await self._drain()
+                    outage = 0
+                except StoreUnavailable as error:
+                    # Jobs stay in Redis; try again once it answers.
+                    outage += 1
+                    if outage == 1:
+                        logger.warning(
+                            "session %s: store unreachable, processing waits: %s",
+                            self.session_id,
+                            error,
+                        )
+                    await asyncio.sleep(min(5.0, POLL_S * outage))
+                    self._wake.set()
                 finally:
                     self._working = False
-                if self.connections == 0:
+                if self.connections == 0 and not self._wake.is_set():
                     self._on_idle(self)
         except TolkError as error:
-            # Redis is gone or the session expired: what is unprocessed stays
-            # in Redis for the processor that the next connection starts.
+            # The session expired or was closed: nothing is left to process.
             self.failure = error
-            logger.error(
+            logger.info(
                 "session %s: processing stopped: %s", self.session_id, error.code
             )
             self._on_idle(self)

@@ -77,14 +77,15 @@ end
 return id
 """
 
-# Applies the effect of one received chunk of audio, if the input is still
-# where the writer last saw it: ended utterances and `end` requests become
-# jobs, in order.
+# Applies the effect of one received chunk of audio (or of a `config` or an
+# `end`), if the input is still as the writer last saw it: every write bumps
+# the input's version. Ended utterances and `end` requests become jobs, in
+# order.
 _INPUT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
-local position = tonumber(redis.call('HGET', KEYS[1], 'input_samples') or '0')
-if position ~= tonumber(ARGV[1]) then
-  return redis.error_reply('STALE ' .. position)
+local state = redis.call('HMGET', KEYS[1], 'input_version', 'input_samples')
+if tonumber(state[1] or '0') ~= tonumber(ARGV[1]) then
+  return redis.error_reply('STALE ' .. (state[2] or '0'))
 end
 local result = {}
 for i = 11, #ARGV do
@@ -95,7 +96,8 @@ for i = 11, #ARGV do
 end
 if ARGV[6] == '1' then redis.call('SET', KEYS[2], ARGV[7]) end
 if #ARGV[5] > 0 then redis.call('APPEND', KEYS[2], ARGV[5]) end
-position = redis.call('HINCRBY', KEYS[1], 'input_samples', ARGV[2])
+local position = redis.call('HINCRBY', KEYS[1], 'input_samples', ARGV[2])
+local version = redis.call('HINCRBY', KEYS[1], 'input_version', 1)
 redis.call('HSET', KEYS[1], 'segmenter', ARGV[3], 'resampler', ARGV[4])
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'sample_rate', ARGV[10]) end
 if ARGV[9] == '1' and redis.call('HGET', KEYS[1], 'last_end_at') ~= tostring(position)
@@ -106,6 +108,7 @@ then
   redis.call('HSET', KEYS[1], 'last_end_at', position)
 end
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
+table.insert(result, 1, version)
 table.insert(result, 1, position)
 return result
 """
@@ -146,14 +149,15 @@ return 0
 
 # Decides whether a client's resume point can be served from the log. The
 # epoch changes when the log has lost events that it should hold, so that
-# every client of the old epoch learns it cannot resume exactly; `log_base`
-# is the newest id when the current epoch began, so one loss is announced once.
-# Only a client of the current epoch can reveal a loss: one from an older
-# epoch is told so and cannot disturb the others.
+# clients of the old epoch learn it; `log_base` is the newest id when the
+# current epoch began. Ids up to it mean the same events in both epochs, so a
+# client of the previous epoch that had seen no more than that resumes
+# exactly: one client's claim to have seen lost events does not cost the
+# others their catch-up.
 _RESUME_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
-local fields = redis.call(
-  'HMGET', KEYS[1], 'epoch', 'next_event', 'input_samples', 'log_base')
+local fields = redis.call('HMGET', KEYS[1],
+  'epoch', 'next_event', 'input_samples', 'log_base', 'previous_epoch')
 local epoch = fields[1]
 local newest = tonumber(fields[2] or '0')
 local samples = fields[3] or '0'
@@ -164,19 +168,22 @@ local function id_of(entries)
   return tonumber(string.match(entries[1][1], '^(%d+)'))
 end
 local function new_epoch()
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'log_base', newest,
+             'previous_epoch', epoch or '')
   epoch = ARGV[3]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'log_base', newest)
   return {epoch, newest, samples, 'history_lost'}
 end
 if not epoch then return new_epoch() end
 if ARGV[1] ~= '' and ARGV[1] ~= epoch then
-  return {epoch, newest, samples, 'history_lost'}
+  if ARGV[1] ~= fields[5] or after > base then
+    return {epoch, newest, samples, 'history_lost'}
+  end
 end
 local last = id_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1))
 if newest > base and (last == nil or last < newest) then return new_epoch() end
 if after > newest then
   -- Only a client that knows the epoch can prove that events were lost.
-  if ARGV[1] == '' then return {epoch, newest, samples, 'history_lost'} end
+  if ARGV[1] ~= epoch then return {epoch, newest, samples, 'history_lost'} end
   return new_epoch()
 end
 if after < newest then
@@ -212,6 +219,7 @@ class SessionConfig:
 class InputState:
     """Where a session's input stands: what a replica needs to continue it."""
 
+    version: int
     position: int
     sample_rate: int
     resampler_state: bytes | None
@@ -222,9 +230,9 @@ class InputState:
 
 @dataclass(frozen=True)
 class InputWrite:
-    """The effect of one received chunk, applied only at `expected_position`."""
+    """The effect of one received chunk, applied only at `expected_version`."""
 
-    expected_position: int
+    expected_version: int
     samples: int
     segmenter_state: bytes
     resampler_state: bytes
@@ -238,6 +246,7 @@ class InputWrite:
 @dataclass(frozen=True)
 class InputWritten:
     position: int
+    version: int
     utterances: list[int]
 
 
@@ -367,6 +376,7 @@ class SessionStore:
             "next_event": 0,
             "utterances": 0,
             "input_samples": 0,
+            "input_version": 0,
             "job_seq": 0,
             "context": "",
         }
@@ -452,6 +462,7 @@ class SessionStore:
                 pipe.hmget(
                     self._key(session_id, "session"),
                     [
+                        "input_version",
                         "input_samples",
                         "sample_rate",
                         "resampler",
@@ -462,10 +473,11 @@ class SessionStore:
                 return await pipe.execute()
 
         audio, fields = await self._call(read)
-        position, sample_rate, resampler, segmenter, utterances = fields
+        version, position, sample_rate, resampler, segmenter, utterances = fields
         if sample_rate is None:
             raise SessionNotFound(session_id, "the session expired")
         return InputState(
+            version=int(version or 0),
             position=int(position or 0),
             sample_rate=int(sample_rate),
             resampler_state=resampler,
@@ -477,11 +489,11 @@ class SessionStore:
     async def write_input(self, session_id: str, write: InputWrite) -> InputWritten:
         """Applies one chunk's effect atomically.
 
-        Raises `InputMoved` when the stored position is not the expected one:
+        Raises `InputMoved` when the stored version is not the expected one:
         someone else wrote since, and the caller's state is stale.
         """
         args: list[Any] = [
-            write.expected_position,
+            write.expected_version,
             write.samples,
             write.segmenter_state,
             write.resampler_state,
@@ -496,7 +508,9 @@ class SessionStore:
         keys = self._keys(session_id, "session", "audio", "jobs", "steps", "events")
         result = await self._script(session_id, self._input, keys, args)
         return InputWritten(
-            position=int(result[0]), utterances=[int(n) for n in result[1:]]
+            position=int(result[0]),
+            version=int(result[1]),
+            utterances=[int(n) for n in result[2:]],
         )
 
     async def complete_job(

@@ -28,7 +28,7 @@ def utterance(index: int) -> EndedUtterance:
 
 
 def chunk(
-    position: int,
+    version: int,
     samples: int = FRAME_SAMPLES,
     *,
     ended: tuple[EndedUtterance, ...] = (),
@@ -39,9 +39,9 @@ def chunk(
     segmenter_state: bytes = b"seg",
     resampler_state: bytes = b"res",
 ) -> InputWrite:
-    """One chunk's effect, written where the writer saw the input at `position`."""
+    """One chunk's effect, written where the writer saw the input at `version`."""
     return InputWrite(
-        expected_position=position,
+        expected_version=version,
         samples=samples,
         segmenter_state=segmenter_state,
         resampler_state=resampler_state,
@@ -158,25 +158,42 @@ async def test_store_updates_do_not_resurrect_sessions(store: SessionStore) -> N
 # Input.
 
 
-async def test_write_input_applies_only_at_the_expected_position(
+async def test_write_input_applies_only_at_the_expected_version(
     store: SessionStore,
 ) -> None:
     session_id, _ = await store.create(REQUEST)
 
     written = await store.write_input(session_id, chunk(0, 512, append=b"ab"))
-    assert written.position == 512 and written.utterances == []
+    assert written.position == 512 and written.version == 1
+    assert written.utterances == []
 
     with pytest.raises(InputMoved) as moved:
         await store.write_input(session_id, chunk(0, 512, append=b"cd"))
     assert moved.value.position == 512
     with pytest.raises(InputMoved) as moved:
-        await store.write_input(session_id, chunk(1024, 512, append=b"cd"))
+        await store.write_input(session_id, chunk(7, 512, append=b"cd"))
     assert moved.value.position == 512
 
     state = await store.input_state(session_id)
     assert state.position == 512 and state.pending_audio == b"ab"
-    written = await store.write_input(session_id, chunk(512, 256, append=b"cd"))
-    assert written.position == 768
+    assert state.version == 1
+    written = await store.write_input(session_id, chunk(1, 256, append=b"cd"))
+    assert written.position == 768 and written.version == 2
+
+
+async def test_writes_that_move_no_sample_still_fence_stale_writers(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    await store.write_input(session_id, chunk(0, 100, append=b"ab"))
+
+    # An `end` changes the input without moving its position...
+    await store.write_input(session_id, chunk(1, 0, replace=b"", end=True))
+
+    # ...so a writer that read the input before it is refused all the same.
+    with pytest.raises(InputMoved):
+        await store.write_input(session_id, chunk(1, 100, append=b"cd"))
+    assert (await store.input_state(session_id)).pending_audio == b""
 
 
 async def test_write_input_appends_and_replaces_pending_audio(
@@ -188,14 +205,14 @@ async def test_write_input_appends_and_replaces_pending_audio(
     assert state.segmenter_state is None and state.resampler_state is None
 
     await store.write_input(session_id, chunk(0, 10, append=b"ab"))
-    await store.write_input(session_id, chunk(10, 10, append=b"cd"))
+    await store.write_input(session_id, chunk(1, 10, append=b"cd"))
     assert (await store.input_state(session_id)).pending_audio == b"abcd"
 
     # A replaced buffer is the new content; the append follows it.
-    await store.write_input(session_id, chunk(20, 10, replace=b"xy", append=b"ef"))
+    await store.write_input(session_id, chunk(2, 10, replace=b"xy", append=b"ef"))
     assert (await store.input_state(session_id)).pending_audio == b"xyef"
 
-    await store.write_input(session_id, chunk(30, 10, replace=b""))
+    await store.write_input(session_id, chunk(3, 10, replace=b""))
     assert (await store.input_state(session_id)).pending_audio == b""
 
 
@@ -216,7 +233,7 @@ async def test_write_input_stores_filter_states_and_sample_rate(
     # Without a sample rate the stored one stays.
     await store.write_input(
         session_id,
-        chunk(FRAME_SAMPLES, segmenter_state=b"s2", resampler_state=b"r2"),
+        chunk(1, segmenter_state=b"s2", resampler_state=b"r2"),
     )
     state = await store.input_state(session_id)
     assert state.segmenter_state == b"s2" and state.resampler_state == b"r2"
@@ -230,7 +247,7 @@ async def test_ended_utterances_become_numbered_jobs(store: SessionStore) -> Non
     written = await store.write_input(session_id, chunk(0, ended=(first, second)))
     assert written.utterances == [1, 2]
     written = await store.write_input(
-        session_id, chunk(written.position, ended=(third,))
+        session_id, chunk(written.version, ended=(third,))
     )
     assert written.utterances == [3]
 
@@ -267,12 +284,11 @@ async def test_end_queues_one_end_job_per_position(store: SessionStore) -> None:
     assert await store.job(session_id, 3) == EndJob(seq=3, utterances=2)
 
     # A repeated end, e.g. after a reconnection, asks for nothing new.
-    position = written.position
-    await store.write_input(session_id, chunk(position, 0, end=True))
+    written = await store.write_input(session_id, chunk(written.version, 0, end=True))
     assert await store.pending_jobs(session_id) == [1, 2, 3]
 
     written = await store.write_input(
-        session_id, chunk(position, ended=(utterance(3),), end=True)
+        session_id, chunk(written.version, ended=(utterance(3),), end=True)
     )
     assert written.utterances == [3]
     assert await store.pending_jobs(session_id) == [1, 2, 3, 4, 5]
@@ -283,7 +299,7 @@ async def test_end_without_any_audio_is_queued(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
 
     await store.write_input(session_id, chunk(0, 0, end=True))
-    await store.write_input(session_id, chunk(0, 0, end=True))
+    await store.write_input(session_id, chunk(1, 0, end=True))
 
     assert await store.pending_jobs(session_id) == [1]
     assert await store.job(session_id, 1) == EndJob(seq=1, utterances=0)
@@ -516,7 +532,10 @@ async def test_resume_after_events_redis_lost_changes_the_epoch(
     assert resume.status == "history_lost" and resume.last_event_id == 3
     assert resume.epoch != old
     assert await stored_epoch(store, session_id) == resume.epoch
-    assert (await store.resume(session_id, old, 2)).status == "history_lost"
+    # Events up to the newest kept mean the same in both epochs: a client of
+    # the old epoch that saw no more resumes exactly.
+    kept = await store.resume(session_id, old, 2)
+    assert kept.status == "ok" and kept.epoch == resume.epoch
     again = await store.resume(session_id, resume.epoch, 3)
     assert again.status == "ok" and again.epoch == resume.epoch
 
