@@ -70,13 +70,23 @@ class ServerMessage:
         return self.data.get("id")
 
 
+@dataclass(frozen=True)
+class SpokenSegment:
+    """One segment of an utterance's translated speech, as mono PCM16."""
+
+    utterance: int
+    segment: int
+    sample_rate: int
+    pcm16: bytes
+
+
 @dataclass
 class SessionOutput:
     """Everything a connection received, grouped per utterance and language."""
 
     finals: dict[int, str] = field(default_factory=dict)
     translations: dict[str, dict[int, str]] = field(default_factory=dict)
-    audio: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
+    audio: dict[str, list[SpokenSegment]] = field(default_factory=dict)
     event_ids: list[int] = field(default_factory=list)
     recoveries: list[dict[str, Any]] = field(default_factory=list)
 
@@ -92,12 +102,34 @@ class SessionOutput:
             by_utterance = self.translations.setdefault(data["language"], {})
             by_utterance[data["utterance"]] = data["text"]
         elif message.type == "audio" and message.audio is not None:
-            chunks = self.audio.setdefault(data["language"], [])
-            chunks.append((data["utterance"], data["sample_rate"], message.audio))
+            segment = SpokenSegment(
+                data["utterance"], data["segment"], data["sample_rate"], message.audio
+            )
+            self.audio.setdefault(data["language"], []).append(segment)
 
     @property
     def text(self) -> str:
         return " ".join(self.finals[n] for n in sorted(self.finals) if self.finals[n])
+
+    def speech(self, language: str) -> dict[int, tuple[int, bytes]]:
+        """Each utterance's speech in `language`: its segments joined, with the rate."""
+        joined: dict[int, tuple[int, bytes]] = {}
+        ordered = sorted(self.audio.get(language, []), key=_segment_order)
+        for part in ordered:
+            rate, pcm16 = joined.get(part.utterance, (part.sample_rate, b""))
+            joined[part.utterance] = (rate, pcm16 + part.pcm16)
+        return joined
+
+    def segments(self, language: str) -> dict[int, list[int]]:
+        """The segment numbers received for each utterance, in arrival order."""
+        numbers: dict[int, list[int]] = {}
+        for part in self.audio.get(language, []):
+            numbers.setdefault(part.utterance, []).append(part.segment)
+        return numbers
+
+
+def _segment_order(part: SpokenSegment) -> tuple[int, int]:
+    return part.utterance, part.segment
 
 
 class TolkClient:
@@ -120,6 +152,12 @@ class TolkClient:
         response = await self._http.get("/v1/languages")
         _raise_for(response)
         return dict(response.json())
+
+    async def deployments(self) -> dict[str, Any]:
+        """The service's deployments with their replicas by state."""
+        response = await self._http.get("/v1/deployments")
+        _raise_for(response)
+        return dict(response.json()["deployments"])
 
     async def create_session(
         self, source: str, targets: list[str], sample_rate: int
@@ -562,6 +600,7 @@ __all__ = [
     "SessionHandle",
     "SessionOutput",
     "SessionStream",
+    "SpokenSegment",
     "TolkClient",
     "TolkClientError",
 ]

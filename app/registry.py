@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from app.phrasing import PhrasingConfig
 from app.processor import SessionProcessor
 from app.segmenter import Segmenter
 from app.stages import Stages
@@ -25,11 +26,13 @@ class ProcessorRegistry:
         segmenter: Segmenter,
         *,
         context_chars: int,
+        phrasing: PhrasingConfig,
     ) -> None:
         self._store = store
         self._stages = stages
         self._segmenter = segmenter
         self._context_chars = context_chars
+        self._phrasing = phrasing
         self._processors: dict[str, SessionProcessor] = {}
         self._starting: dict[str, asyncio.Lock] = {}
 
@@ -65,6 +68,7 @@ class ProcessorRegistry:
                     self._stages,
                     self._segmenter,
                     context_chars=self._context_chars,
+                    phrasing=self._phrasing,
                     on_idle=self._release_if_unused,
                 )
                 processor.start()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.phrasing import PhrasingConfig
+
 
 class IngressSettings(BaseSettings):
     """What the ingress needs to hold sessions; every field has an env var TOLK_*."""
@@ -45,3 +47,19 @@ class IngressSettings(BaseSettings):
     context_chars: int = Field(
         200, ge=0, description="Recent transcript given to the recognizer as prompt."
     )
+    first_segment_words: int = Field(
+        4, ge=1, description="Words in the first synthesized segment of speech."
+    )
+    segment_growth: float = Field(
+        1.5, ge=1.0, description="Each later segment may hold this many times more."
+    )
+    max_segment_words: int = Field(
+        40, ge=1, description="Most words in one synthesized segment."
+    )
+
+    def phrasing(self) -> PhrasingConfig:
+        return PhrasingConfig(
+            first_words=self.first_segment_words,
+            growth=self.segment_growth,
+            max_words=self.max_segment_words,
+        )

@@ -55,7 +55,7 @@ async def translate_file(options: TranslateOptions, console: Console) -> Session
                 console.print(f"[dim]resumed {stream.reconnects} times[/dim]")
 
     for language, path in output_paths(options.out, options.targets).items():
-        chunks = [(r, audio) for _, r, audio in transcript.audio.get(language, [])]
+        chunks = list(transcript.speech(language).values())
         if not chunks:
             console.print(f"[yellow]no speech came back in {language}[/yellow]")
             continue

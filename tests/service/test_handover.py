@@ -48,5 +48,7 @@ async def test_reconnect_on_other_replica_processes_each_utterance_once(
 
     assert list(output.finals) == [1]
     assert list(output.translations["es"]) == [1]
-    assert [utterance for utterance, _, _ in output.audio["es"]] == [1]
+    segments = output.segments("es")
+    assert list(segments) == [1]
+    assert segments[1] == list(range(len(segments[1])))
     assert output.event_ids == list(range(1, len(output.event_ids) + 1))

@@ -90,7 +90,9 @@ async def reference(service_url: str, audio_dir: Path) -> SessionOutput:
 def _assert_exactly_once(output: SessionOutput, reference: SessionOutput) -> None:
     assert output.finals == reference.finals
     assert output.translations == reference.translations
-    assert [u for u, _, _ in output.audio["pt"]] == [1, 2]
+    assert output.segments("pt") == reference.segments("pt")
+    assert list(output.segments("pt")) == [1, 2]
+    assert output.speech("pt").keys() == reference.speech("pt").keys()
     assert output.event_ids == list(range(1, len(output.event_ids) + 1))
     assert not output.recoveries
 

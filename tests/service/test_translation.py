@@ -97,8 +97,11 @@ async def test_translated_speech_is_heard_back(
     for clip, result in translated.items():
         for language in TARGETS:
             spoken = {n: t for n, t in result.translations[language].items() if t}
-            audio = {n: (r, pcm) for n, r, pcm in result.audio.get(language, [])}
+            audio = result.speech(language)
             assert set(audio) == set(spoken), f"{clip}/{language}: audio missing"
+            for number, segments in result.segments(language).items():
+                # Segments arrive in order, each once.
+                assert segments == list(range(len(segments))), (clip, number)
             for number, (rate, pcm) in audio.items():
                 samples = speech_at_16k(pcm, rate)
                 assert rms(samples) > 0.01, f"{clip}/{language}/{number} is silent"
