@@ -25,7 +25,9 @@ from deployments.schema import (
 logger = logging.getLogger("tolk.stage.asr")
 
 # Settings that are baked into a loaded model; changing one means reloading.
-_LOAD_FIELDS = ("model", "device", "compute_type", "cpu_threads")
+_RUNTIME_FIELDS = ("device", "compute_type", "cpu_threads")
+_LOAD_FIELDS = ("model", *_RUNTIME_FIELDS)
+_PARTIAL_LOAD_FIELDS = ("partial_model", *_RUNTIME_FIELDS)
 # Whisper decodes 30 s windows of at most 448 tokens, and a full prompt with
 # its start tokens takes 228 of them; faster-whisper rejects more.
 _WINDOW_S = 30.0
@@ -46,6 +48,12 @@ class TranscriberSettings(BaseModel):
         WHISPER_BASE,
         description="'whisper-base', 'whisper-tiny.en', or any faster-whisper "
         "model size, hub id or folder path",
+    )
+    partial_model: str | None = Field(
+        None,
+        description="a smaller, faster model for partial transcripts of the "
+        "languages it knows (e.g. 'whisper-tiny.en' for English); None uses "
+        "`model` for partials too",
     )
     device: Literal["cpu", "cuda", "auto"] = Field(
         "cpu", description="'auto' takes a GPU when the replica was given one"
@@ -100,7 +108,8 @@ class SpeechRecognizer:
         """
         self._swap_lock = threading.Lock()
         self._settings = settings or TranscriberSettings()
-        self._model = self._load(self._settings)
+        self._model = self._load(self._settings.model, self._settings)
+        self._partial_model = self._load_partial(self._settings)
 
     @property
     def settings(self) -> TranscriberSettings:
@@ -114,11 +123,12 @@ class SpeechRecognizer:
             ModelUnavailable: the new model cannot be loaded; the old one stays.
         """
         with self._swap_lock:
-            if any(
-                getattr(settings, name) != getattr(self._settings, name)
-                for name in _LOAD_FIELDS
-            ):
-                self._model = self._load(settings)
+            model, partial_model = self._model, self._partial_model
+            if self._changed(settings, _LOAD_FIELDS):
+                model = self._load(settings.model, settings)
+            if self._changed(settings, _PARTIAL_LOAD_FIELDS):
+                partial_model = self._load_partial(settings)
+            self._model, self._partial_model = model, partial_model
             self._settings = settings
 
     def languages(self) -> list[str]:
@@ -138,6 +148,15 @@ class SpeechRecognizer:
             raise UnsupportedLanguage(
                 request.language, "speech recognition", self.languages()
             )
+        reference = settings.model
+        partial_model = self._partial_model
+        if (
+            request.partial
+            and partial_model is not None
+            and settings.partial_model is not None
+            and request.language in partial_model.supported_languages
+        ):
+            model, reference = partial_model, settings.partial_model
         if audio.size == 0:
             return Transcript(text="", language=request.language or "")
 
@@ -172,24 +191,34 @@ class SpeechRecognizer:
             language=request.language or info.language,
             segments=[TranscriptSegment(s.start, s.end, s.text.strip()) for s in kept],
             compute_s=compute_s,
+            model=reference,
         )
 
+    def _changed(self, settings: TranscriberSettings, names: tuple[str, ...]) -> bool:
+        return any(getattr(settings, n) != getattr(self._settings, n) for n in names)
+
+    @classmethod
+    def _load_partial(cls, settings: TranscriberSettings) -> WhisperModel | None:
+        if settings.partial_model in (None, settings.model):
+            return None
+        return cls._load(settings.partial_model, settings)
+
     @staticmethod
-    def _load(settings: TranscriberSettings) -> WhisperModel:
+    def _load(reference: str, settings: TranscriberSettings) -> WhisperModel:
         started = time.perf_counter()
         try:
             model = WhisperModel(
-                resolve_whisper_model(settings.model),
+                resolve_whisper_model(reference),
                 device=settings.device,
                 compute_type=settings.compute_type,
                 cpu_threads=settings.cpu_threads,
             )
         except (OSError, RuntimeError, ValueError) as error:
             # Missing folders, unknown hub ids, unsupported compute types.
-            raise ModelUnavailable(settings.model, str(error)) from error
+            raise ModelUnavailable(reference, str(error)) from error
         logger.info(
             "loaded recognizer %s on %s (%s) in %.2f s",
-            settings.model,
+            reference,
             settings.device,
             settings.compute_type,
             time.perf_counter() - started,

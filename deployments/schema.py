@@ -29,6 +29,14 @@ class TranscriptionRequest:
 
 
 @dataclass(frozen=True)
+class ReplicaUsage:
+    """CPU seconds a stage replica's process has used since it started."""
+
+    replica: str
+    cpu_s: float
+
+
+@dataclass(frozen=True)
 class TranscriptSegment:
     start_s: float
     end_s: float
@@ -41,6 +49,8 @@ class Transcript:
     language: str
     segments: list[TranscriptSegment] = field(default_factory=list)
     compute_s: float = 0.0
+    model: str = ""
+    usage: ReplicaUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class Translation:
     target: str
     backend: str
     compute_s: float = 0.0
+    usage: ReplicaUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class Speech:
     backend: str
     voice: str
     compute_s: float = 0.0
+    usage: ReplicaUsage | None = None
 
     @property
     def duration_s(self) -> float:

@@ -107,10 +107,12 @@ def test_settings_reject_bad_values() -> None:
 def test_apply_reloads_only_when_a_load_field_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    loads: list[TranscriberSettings] = []
-    monkeypatch.setattr(
-        SpeechRecognizer, "_load", staticmethod(lambda settings: loads.append(settings))
-    )
+    loads: list[tuple[str, TranscriberSettings]] = []
+
+    def load(reference: str, settings: TranscriberSettings) -> None:
+        loads.append((reference, settings))
+
+    monkeypatch.setattr(SpeechRecognizer, "_load", staticmethod(load))
     recognizer = SpeechRecognizer(TranscriberSettings())
 
     recognizer.apply(TranscriberSettings(beam_size=2, no_speech_threshold=0.5))
@@ -119,7 +121,13 @@ def test_apply_reloads_only_when_a_load_field_changes(
 
     recognizer.apply(TranscriberSettings(beam_size=2, compute_type="float32"))
     assert len(loads) == 2
-    assert loads[-1].compute_type == "float32"
+    assert loads[-1][1].compute_type == "float32"
+
+    # A partial model loads on its own; the main model stays.
+    recognizer.apply(
+        TranscriberSettings(compute_type="float32", partial_model="whisper-tiny.en")
+    )
+    assert [reference for reference, _ in loads[2:]] == ["whisper-tiny.en"]
 
 
 def test_unloadable_model_is_reported(tmp_path: Path) -> None:
@@ -127,3 +135,26 @@ def test_unloadable_model_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable) as caught:
         SpeechRecognizer(TranscriberSettings(model=missing))
     assert caught.value.reference == missing
+
+
+def test_partial_model_does_the_partials_of_its_languages(
+    audio_dir: Path, references: dict[str, str]
+) -> None:
+    recognizer = SpeechRecognizer(
+        TranscriberSettings(model="whisper-base", partial_model="whisper-tiny.en")
+    )
+    audio = load_clip(audio_dir, "LJ001-0002.wav")
+
+    def heard(language: str | None, partial: bool) -> str:
+        request = TranscriptionRequest(audio=audio, language=language, partial=partial)
+        transcript = recognizer.transcribe(request)
+        assert _wer(references["LJ001-0002.wav"], transcript.text) < 0.2
+        return transcript.model
+
+    assert heard("en", partial=True) == "whisper-tiny.en"
+    assert heard("en", partial=False) == "whisper-base"
+    # Without a language the English-only model cannot be told it applies.
+    assert heard(None, partial=True) == "whisper-base"
+
+    recognizer.apply(TranscriberSettings(model="whisper-base"))
+    assert heard("en", partial=True) == "whisper-base"
