@@ -15,11 +15,13 @@ import asyncio
 import contextvars
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from app.errors import LeaseLost, StoreUnavailable, TolkError
 from app.intake import SessionIntake
+from app.phrasing import PhrasingConfig, speech_segments
 from app.protocol import (
     AudioHeader,
     Final,
@@ -33,7 +35,7 @@ from app.resampling import pcm16_to_float
 from app.segmenter import Segmenter
 from app.stages import Stages
 from app.store import EndJob, SessionConfig, SessionStore, UtteranceJob
-from deployments.schema import Speech, TranscriptionRequest, Translation
+from deployments.schema import TranscriptionRequest
 
 logger = logging.getLogger("tolk.processor")
 
@@ -54,12 +56,14 @@ class SessionProcessor:
         segmenter: Segmenter,
         *,
         context_chars: int,
+        phrasing: PhrasingConfig,
         on_idle: Callable[[SessionProcessor], None],
     ) -> None:
         self.config = config
         self._store = store
         self._stages = stages
         self._context_chars = context_chars
+        self._phrasing = phrasing
         self._on_idle = on_idle
         self.intake = SessionIntake(
             config.session_id, store, segmenter, on_partial=self._start_partial
@@ -71,6 +75,7 @@ class SessionProcessor:
         self._worker: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
         self._working = False
+        self._finals_in_flight = 0
         self.connections = 0
         self.failure: TolkError | None = None
 
@@ -119,7 +124,10 @@ class SessionProcessor:
         )
 
     def _start_partial(self, number: int, pcm16: bytes) -> None:
-        if self._partial is not None and not self._partial.done():
+        # A final being transcribed here goes first: a preview would slow it.
+        if self._finals_in_flight or (
+            self._partial is not None and not self._partial.done()
+        ):
             return
         self._partial = _detached(
             self._transcribe_partial(number, pcm16), f"tolk-partial-{self.session_id}"
@@ -201,20 +209,72 @@ class SessionProcessor:
                     return
 
     async def _process_jobs(self) -> None:
+        """Outputs pending jobs in order, rendering one while transcribing the next.
+
+        Transcription goes job by job, since each utterance's transcript is the
+        next one's prompt. Translation and speech of an utterance run behind it,
+        one utterance after the other, so a long reply being spoken does not
+        hold back the transcript of what the speaker said since. A job is
+        completed once all its output is logged.
+        """
         # Another replica may have processed jobs since this one did.
         self._context = await self._store.context(self.session_id)
-        # Only the numbers are polled: a job's audio is read once, when processed.
-        while pending := await self._store.pending_jobs(self.session_id):
-            job = await self._store.job(self.session_id, pending[0])
-            if job is None:
-                continue
-            if isinstance(job, EndJob):
-                await self._emit(job.seq, "end", StreamEnded(utterances=job.utterances))
-            else:
-                await self._process(job)
-            await self._store.complete_job(
-                self.session_id, job.seq, self._context, owner=self._token
+        rendering: asyncio.Task[None] | None = None
+        taken = 0
+        try:
+            while True:
+                if rendering is not None and rendering.done():
+                    # Raises what made the render fail, e.g. a lost lease.
+                    rendering.result()
+                # Only the numbers are polled: a job's audio is read once.
+                pending = await self._store.pending_jobs(self.session_id)
+                fresh = [seq for seq in pending if seq > taken]
+                if not fresh:
+                    if rendering is None or rendering.done():
+                        break
+                    await self._until_done_or_woken(rendering)
+                    continue
+                taken = fresh[0]
+                job = await self._store.job(self.session_id, taken)
+                if job is None:
+                    continue
+                if isinstance(job, EndJob):
+                    if rendering is not None:
+                        await rendering
+                    await self._emit(
+                        job.seq, "end", StreamEnded(utterances=job.utterances)
+                    )
+                    await self._complete(job.seq, self._context)
+                    continue
+                text, steps = await self._recognize(job)
+                rendering = _detached(
+                    self._render_and_complete(
+                        job, text, steps, self._context, rendering
+                    ),
+                    f"tolk-render-{self.session_id}",
+                )
+            if rendering is not None:
+                await rendering
+        finally:
+            if rendering is not None and not rendering.done():
+                rendering.cancel()
+                await asyncio.gather(rendering, return_exceptions=True)
+
+    async def _until_done_or_woken(self, rendering: asyncio.Task[None]) -> None:
+        """Waits for a render to end or for new jobs, whichever comes first."""
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                {rendering, woken},
+                timeout=POLL_S,
+                return_when=asyncio.FIRST_COMPLETED,
             )
+        finally:
+            woken.cancel()
+        self._wake.clear()
+
+    async def _complete(self, seq: int, context: str) -> None:
+        await self._store.complete_job(self.session_id, seq, context, owner=self._token)
 
     @asynccontextmanager
     async def _lease(self) -> AsyncIterator[bool]:
@@ -255,7 +315,12 @@ class SessionProcessor:
 
     # Stage calls catch every error: Ray re-raises whatever the remote stage
     # raised, and one utterance's failure must not end the session's stream.
-    async def _process(self, job: UtteranceJob) -> None:
+    async def _recognize(self, job: UtteranceJob) -> tuple[str | None, dict[str, int]]:
+        """The job's transcript, from the log when it was made before; its steps.
+
+        None when transcription failed. The session's context moves on here,
+        so the next job is transcribed with this one's text as its prompt.
+        """
         steps = await self._store.logged_steps(self.session_id, job.seq)
         if steps:
             logger.info(
@@ -265,15 +330,33 @@ class SessionProcessor:
                 len(steps),
             )
         if "error:transcription" in steps:
-            return
+            return None, steps
         text = await self._logged_text(steps.get("final"))
         if text is None:
             text = await self._transcribe(job)
-            if text is None:
-                return
+        if text:
+            self._context = (self._context + " " + text).strip()[-self._context_chars :]
+        return text, steps
+
+    async def _render_and_complete(
+        self,
+        job: UtteranceJob,
+        text: str | None,
+        steps: dict[str, int],
+        context: str,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """Translates and speaks after the previous utterance, then completes.
+
+        `context` is the session's context as of this utterance: stored with
+        its completion, it is what a replica taking over starts from.
+        """
+        if previous is not None:
+            # A failed predecessor fails this one too: the lease is gone.
+            await previous
         if text:
             await self._translate_and_speak(job, text, steps)
-            self._context = (self._context + " " + text).strip()[-self._context_chars :]
+        await self._complete(job.seq, context)
 
     async def _transcribe(self, job: UtteranceJob) -> str | None:
         source, utterance = self.config.source, job.utterance
@@ -282,11 +365,14 @@ class SessionProcessor:
             language=source,
             prompt=self._context or None,
         )
+        self._finals_in_flight += 1
         try:
             transcript = await self._stages.transcribe(request)
         except Exception as error:
             await self._stage_failed(job, "transcription", None, error)
             return None
+        finally:
+            self._finals_in_flight -= 1
 
         text = transcript.text.strip()
         self._last_partial = ""
@@ -304,55 +390,54 @@ class SessionProcessor:
     async def _translate_and_speak(
         self, job: UtteranceJob, text: str, steps: dict[str, int]
     ) -> None:
-        source, targets = self.config.source, self.config.targets
-        texts: dict[str, str | None] = {}
-        for target in targets:
-            if f"error:translation:{target}" not in steps:
-                texts[target] = await self._logged_text(
-                    steps.get(f"translation:{target}")
-                )
-        missing = [target for target, done in texts.items() if done is None]
-        results = await asyncio.gather(
-            *(self._stages.translate(text, source, target) for target in missing),
-            return_exceptions=True,
+        # Each language goes at its own pace: a slow translator or voice for
+        # one does not hold back the speech of another.
+        await _all(
+            self._render(job, text, target, steps) for target in self.config.targets
         )
-        for target, result in zip(missing, results, strict=True):
-            if isinstance(result, BaseException):
-                await self._stage_failed(job, "translation", target, result)
-                texts.pop(target)
-                continue
-            assert isinstance(result, Translation)
-            texts[target] = result.text
+
+    async def _render(
+        self, job: UtteranceJob, text: str, target: str, steps: dict[str, int]
+    ) -> None:
+        """Translates one utterance into `target`, then speaks it segment by segment."""
+        if f"error:translation:{target}" in steps:
+            return
+        translated = await self._logged_text(steps.get(f"translation:{target}"))
+        if translated is None:
+            try:
+                result = await self._stages.translate(text, self.config.source, target)
+            except Exception as error:
+                await self._stage_failed(job, "translation", target, error)
+                return
+            translated = result.text
             event = TranslationText(
                 utterance=job.number,
                 language=target,
-                text=result.text,
+                text=translated,
                 compute_ms=round(result.compute_s * 1000),
             )
             await self._emit(job.seq, f"translation:{target}", event)
 
-        spoken: list[tuple[str, asyncio.Task[Speech]]] = []
-        for target, translated in texts.items():
-            done = {f"audio:{target}", f"error:synthesis:{target}"} & steps.keys()
-            if translated and translated.strip() and not done:
-                speaking = self._stages.synthesize(translated, target)
-                spoken.append((target, asyncio.ensure_future(speaking)))
-
-        for target, task in spoken:
+        if f"error:synthesis:{target}" in steps:
+            return
+        for index, segment in enumerate(speech_segments(translated, self._phrasing)):
+            step = f"audio:{target}:{index}"
+            if step in steps:
+                continue
             try:
-                speech = await task
+                speech = await self._stages.synthesize(segment, target)
             except Exception as error:
                 await self._stage_failed(job, "synthesis", target, error)
-                continue
+                return
             header = AudioHeader(
                 utterance=job.number,
                 language=target,
-                segment=0,
+                segment=index,
                 sample_rate=speech.sample_rate,
                 bytes=len(speech.pcm16),
                 compute_ms=round(speech.compute_s * 1000),
             )
-            await self._emit(job.seq, f"audio:{target}", header, speech.pcm16)
+            await self._emit(job.seq, step, header, speech.pcm16)
 
     async def _stage_failed(
         self,
@@ -377,6 +462,16 @@ class SessionProcessor:
         )
         step = f"error:{stage}" + (f":{language}" if language else "")
         await self._emit(job.seq, step, event)
+
+
+async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Runs coroutines together; the first failure cancels the rest and is raised."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
 
 
 def _detached(coroutine: object, name: str) -> asyncio.Task[None]:
