@@ -159,6 +159,12 @@ class TolkClient:
         _raise_for(response)
         return dict(response.json()["deployments"])
 
+    async def usage(self) -> dict[str, dict[str, float]]:
+        """CPU seconds of each stage replica since it started, by stage."""
+        response = await self._http.get("/v1/usage")
+        _raise_for(response)
+        return dict(response.json()["stages"])
+
     async def create_session(
         self, source: str, targets: list[str], sample_rate: int
     ) -> SessionHandle:

@@ -23,6 +23,7 @@ from app.segmenter import Segmenter, SegmenterConfig
 from app.settings import IngressSettings
 from app.stages import Capabilities, ServeStages
 from app.store import SessionStore
+from app.usage import UsageLedger
 from app.vad import SpeechDetector
 from deployments.logs import use_serve_logs
 
@@ -31,6 +32,12 @@ logger = logging.getLogger("tolk.ingress")
 api = FastAPI(title="Tolk", summary="Live speech-to-speech translation")
 
 _CAPABILITIES_TTL_S = 30.0
+
+
+# Above the deployment: Serve pickles the class when it is decorated, with
+# only the module globals that exist by then.
+def _enum_name(value: object) -> str:
+    return str(getattr(value, "value", value))
 
 
 @serve.deployment(
@@ -53,12 +60,13 @@ class Ingress:
     ) -> None:
         use_serve_logs()
         self._settings = IngressSettings(**(settings or {}))
-        self._stages = ServeStages(transcriber, translator, synthesizer)
         self._store = SessionStore(
             self._settings.redis_url,
             ttl_s=self._settings.session_ttl_s,
             max_events=self._settings.event_log_max_events,
         )
+        self._ledger = UsageLedger(self._store)
+        self._stages = ServeStages(transcriber, translator, synthesizer, self._ledger)
         segmenter = Segmenter(
             SegmenterConfig.from_seconds(
                 threshold=self._settings.vad_threshold,
@@ -78,6 +86,7 @@ class Ingress:
                 self._stages,
                 segmenter,
                 context_chars=self._settings.context_chars,
+                phrasing=self._settings.phrasing(),
             ),
             replica=serve.get_replica_context().replica_id.unique_id,
         )
@@ -85,8 +94,10 @@ class Ingress:
         self._capabilities_at = 0.0
         self._capabilities_lock = asyncio.Lock()
         logger.info("ingress replica %s started", self._context.replica)
+        loop = asyncio.get_running_loop()
         # Logs the language pairs at start-up, once the stages answer.
-        self._startup = asyncio.get_running_loop().create_task(self._announce())
+        self._startup = loop.create_task(self._announce())
+        self._flushing = loop.create_task(self._ledger.run())
 
     async def _announce(self) -> None:
         try:
@@ -112,6 +123,35 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok", "replica": self._context.replica}
+
+    @api.get("/v1/deployments")
+    async def deployments(self) -> dict[str, Any]:
+        """Each deployment of this application: its status and replicas by state."""
+        replica_id = serve.get_replica_context().replica_id
+        application = replica_id.deployment_id.app_name
+        # serve.status() asks the controller and blocks until it answers.
+        status = await asyncio.to_thread(serve.status)
+        details = status.applications.get(application)
+        if details is None:
+            raise HTTPException(503, "the application's status is not known yet")
+        return {
+            "application": application,
+            "deployments": {
+                name: {
+                    "status": _enum_name(deployment.status),
+                    "replicas": {
+                        _enum_name(state): count
+                        for state, count in deployment.replica_states.items()
+                    },
+                }
+                for name, deployment in details.deployments.items()
+            },
+        }
+
+    @api.get("/v1/usage")
+    async def usage(self) -> dict[str, Any]:
+        """CPU seconds each stage replica has used since it started."""
+        return {"stages": await self._store.usage()}
 
     @api.get("/v1/languages")
     async def languages(self) -> dict[str, Any]:
@@ -180,6 +220,7 @@ class Ingress:
 
     async def __del__(self) -> None:
         # Ordered shutdown: stop processing, stop listening, close the pool.
+        self._flushing.cancel()
         await self._context.registry.aclose()
         await self._context.fanout.aclose()
         await self._store.aclose()

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from ray.serve.handle import DeploymentHandle
 
+from app.usage import UsageLedger
 from deployments.schema import Speech, Transcript, TranscriptionRequest, Translation
 
 
@@ -46,19 +47,29 @@ class ServeStages:
         transcriber: DeploymentHandle,
         translator: DeploymentHandle,
         synthesizer: DeploymentHandle,
+        ledger: UsageLedger,
     ) -> None:
         self._transcriber = transcriber
         self._translator = translator
         self._synthesizer = synthesizer
+        self._ledger = ledger
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
-        return await self._transcriber.transcribe.remote(request)
+        transcript: Transcript = await self._transcriber.transcribe.remote(request)
+        self._ledger.note("transcription", transcript.usage)
+        return transcript
 
     async def translate(self, text: str, source: str, target: str) -> Translation:
-        return await self._translator.translate.remote(text, source, target)
+        result: Translation = await self._translator.translate.remote(
+            text, source, target
+        )
+        self._ledger.note("translation", result.usage)
+        return result
 
     async def synthesize(self, text: str, language: str) -> Speech:
-        return await self._synthesizer.synthesize.remote(text, language)
+        speech: Speech = await self._synthesizer.synthesize.remote(text, language)
+        self._ledger.note("synthesis", speech.usage)
+        return speech
 
     async def capabilities(self) -> Capabilities:
         transcription = await self._transcriber.languages.remote()

@@ -113,6 +113,10 @@ table.insert(result, 1, position)
 return result
 """
 
+# CPU readings of the stage replicas (see app.usage); not session state.
+_USAGE_KEY = "tolk:usage"
+_USAGE_TTL_S = 86_400
+
 # Forgets a job once all its output is logged; only the lease holder may.
 _COMPLETE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
@@ -519,6 +523,31 @@ class SessionStore:
         """Forgets a job and its steps once all its output is logged."""
         keys = self._keys(session_id, "session", "jobs", "lease", "steps")
         await self._script(session_id, self._complete, keys, [seq, context, owner])
+
+    async def record_usage(self, readings: dict[tuple[str, str], float]) -> None:
+        """Keeps each (stage, replica) CPU reading if it is the highest yet."""
+        members = {
+            f"{stage}/{replica}": cpu_s for (stage, replica), cpu_s in readings.items()
+        }
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(_USAGE_KEY, members, gt=True)
+                pipe.expire(_USAGE_KEY, _USAGE_TTL_S)
+                await pipe.execute()
+
+        await self._call(write)
+
+    async def usage(self) -> dict[str, dict[str, float]]:
+        """The highest CPU reading of each stage replica, by stage and replica."""
+        entries = await self._call(
+            lambda: self._redis.zrange(_USAGE_KEY, 0, -1, withscores=True)
+        )
+        stages: dict[str, dict[str, float]] = {}
+        for member, cpu_s in entries:
+            stage, _, replica = member.decode().partition("/")
+            stages.setdefault(stage, {})[replica] = float(cpu_s)
+        return stages
 
     async def context(self, session_id: str) -> str:
         """Recent transcript of the session, the recognizer's prompt."""

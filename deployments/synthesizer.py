@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from ray import serve
 
 from deployments.logs import use_serve_logs
 from deployments.schema import Speech
 from deployments.synthesis.voices import SpeechSynthesizer, SynthesizerSettings
+from deployments.usage import replica_usage
 
 
 @serve.deployment(
@@ -48,7 +50,8 @@ class Synthesizer:
             UnsupportedLanguage: no available voice speaks `language`.
             BackendFailed: the backend could not speak this text.
         """
-        return await asyncio.to_thread(self._synthesizer.synthesize, text, language)
+        speech = await asyncio.to_thread(self._synthesizer.synthesize, text, language)
+        return dataclasses.replace(speech, usage=replica_usage())
 
     def languages(self) -> list[str]:
         """Languages some available voice speaks, sorted."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from ray import serve
 
 from deployments.logs import use_serve_logs
 from deployments.recognition import SpeechRecognizer, TranscriberSettings
 from deployments.schema import Transcript, TranscriptionRequest
+from deployments.usage import replica_usage
 
 
 @serve.deployment(
@@ -41,7 +43,8 @@ class Transcriber:
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
         """Recognise one utterance (16 kHz mono float32), final or partial."""
-        return await asyncio.to_thread(self._recognizer.transcribe, request)
+        transcript = await asyncio.to_thread(self._recognizer.transcribe, request)
+        return dataclasses.replace(transcript, usage=replica_usage())
 
     def languages(self) -> list[str]:
         """Language codes the loaded model recognises."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from ray import serve
 
@@ -14,6 +15,7 @@ from deployments.translation.routing import (
     TranslationJob,
     TranslatorSettings,
 )
+from deployments.usage import replica_usage
 
 _DEFAULT_BATCH = TranslatorSettings()
 
@@ -61,7 +63,7 @@ class Translator:
         result = await self._translate_batch(TranslationJob(text, source, target))
         if isinstance(result, StageError):
             raise result
-        return result
+        return dataclasses.replace(result, usage=replica_usage())
 
     def pairs(self) -> list[tuple[str, str]]:
         """(source, target) pairs servable now, sorted."""

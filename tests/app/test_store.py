@@ -616,3 +616,18 @@ async def test_close_deletes_the_session_and_tells_its_connections(
 async def test_close_of_an_unknown_session(store: SessionStore) -> None:
     assert not await store.close("nope")
     assert await store.client.keys("*") == []
+
+
+async def test_usage_keeps_the_highest_reading_of_each_replica(
+    store: SessionStore,
+) -> None:
+    # Two ingress replicas flush what they heard; one heard an older reading.
+    await store.record_usage({("transcription", "r1"): 12.5, ("synthesis", "s1"): 3.0})
+    await store.record_usage(
+        {("transcription", "r1"): 10.0, ("transcription", "r2"): 1}
+    )
+
+    assert await store.usage() == {
+        "transcription": {"r1": 12.5, "r2": 1.0},
+        "synthesis": {"s1": 3.0},
+    }
