@@ -124,6 +124,17 @@ def bench(
     baseline: Annotated[
         bool, typer.Option(help="Also run the same models in this process.")
     ] = False,
+    cooldown_s: Annotated[
+        float,
+        typer.Option(min=0, help="Idle time after the last level, watching replicas."),
+    ] = 0.0,
+    poll_replicas_s: Annotated[
+        float, typer.Option(min=0, help="How often replicas are counted; 0: never.")
+    ] = 2.0,
+    peer: Annotated[
+        str | None,
+        typer.Option(help="WhisperLive server (ws://host:port) to compare with."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for report.json and plots.")] = Path(
         "bench-results"
     ),
@@ -146,6 +157,9 @@ def bench(
         listeners=listeners,
         reconnect_every_s=reconnect_every_s,
         baseline=baseline,
+        cooldown_s=cooldown_s,
+        poll_replicas_s=poll_replicas_s,
+        peer_url=peer,
     )
     try:
         asyncio.run(run_bench(options, console))

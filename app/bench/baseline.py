@@ -18,6 +18,7 @@ import yaml
 from app.bench.program import Program
 from app.bench.report import Baseline, Spread
 from app.bench.session import TRAILING_PAD_S
+from app.phrasing import speech_segments
 from app.resampling import ResamplerState, pcm16_to_float, resample
 from app.segmenter import EndedUtterance, Segmenter, SegmenterConfig, SegmenterState
 from app.settings import IngressSettings
@@ -58,6 +59,7 @@ async def run_baseline(
         SynthesizerSettings.model_validate(settings.get("Synthesizer", {}))
     )
     ingress = IngressSettings()
+    phrasing = ingress.phrasing()
     segmenter = Segmenter(
         SegmenterConfig.from_seconds(
             threshold=ingress.vad_threshold,
@@ -90,8 +92,11 @@ async def run_baseline(
             texts, _, _ = await asyncio.to_thread(
                 translator.translate, [transcript.text], "en", targets[0]
             )
-            await asyncio.to_thread(synthesizer.synthesize, texts[0], targets[0])
-            first_audio.append(time.monotonic() - started - speech_end)
+            # Spoken segment by segment, as the service does.
+            for index, segment in enumerate(speech_segments(texts[0], phrasing)):
+                await asyncio.to_thread(synthesizer.synthesize, segment, targets[0])
+                if index == 0:
+                    first_audio.append(time.monotonic() - started - speech_end)
 
     worker = asyncio.create_task(process())
     state, buffer = SegmenterState(), bytearray()

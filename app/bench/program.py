@@ -68,6 +68,16 @@ def load_clips(folder: Path, limit: int | None = None) -> list[Clip]:
     return clips
 
 
+def clips_spoken(clips: list[Clip], sessions: int, count: int) -> list[Clip]:
+    """The clips that `sessions` programs of `count` clips each speak."""
+    used = {
+        (offset + index) % len(clips)
+        for offset in range(sessions)
+        for index in range(count)
+    }
+    return [clips[index] for index in sorted(used)]
+
+
 def build_program(clips: list[Clip], count: int, offset: int = 0) -> Program:
     """`count` clips from `offset` on (wrapping), at the first clip's rate."""
     rate = clips[0].sample_rate

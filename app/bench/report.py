@@ -46,12 +46,33 @@ class Level(BaseModel):
     tts_compute_s: Spread
     resume_s: Spread
     resume_missed_events: Spread
-    cpu_s_per_speech_s: dict[str, float] = Field(
-        description="Stage compute seconds per second of speech."
+    compute_s_per_speech_s: dict[str, float] = Field(
+        description="Wall time inside each stage, final passes only, per second "
+        "of speech."
+    )
+    cpu_s_per_speech_s: dict[str, float] | None = Field(
+        None,
+        description="CPU seconds of each stage's replicas over the level, partial "
+        "passes included, per second of speech.",
     )
     replicas_reached: int
     event_ids_exact: bool
     errors: list[str]
+
+
+class ReplicaCount(BaseModel):
+    """Running replicas of each deployment, `at_s` seconds into the run."""
+
+    at_s: float
+    running: dict[str, int]
+
+
+class LoadPeriod(BaseModel):
+    """When one load level ran, in seconds into the run."""
+
+    sessions: int
+    start_s: float
+    end_s: float
 
 
 class Baseline(BaseModel):
@@ -70,6 +91,23 @@ class Overhead(BaseModel):
     share_of_first_audio: float | None
 
 
+class TranscriptQuality(BaseModel):
+    """One system's final transcripts of a program, on the peer yardstick."""
+
+    system: str
+    final_delay_s: Spread = Field(description="From each clip's end to its final.")
+    word_error_rate: float | None
+    missed_clips: int
+
+
+class PeerComparison(BaseModel):
+    """Tolk and a peer on the same program, streamed one after the other."""
+
+    url: str
+    tolk: TranscriptQuality
+    peer: TranscriptQuality
+
+
 class Report(BaseModel):
     url: str
     started_at: str
@@ -81,7 +119,26 @@ class Report(BaseModel):
     )
     baseline: Baseline | None = None
     overhead: Overhead | None = None
+    peer: PeerComparison | None = None
+    load_periods: list[LoadPeriod] = Field(default_factory=list)
+    replicas: list[ReplicaCount] = Field(
+        default_factory=list, description="Polled through the run and the cool-down."
+    )
+    scaling: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Running replicas per deployment: first, most and last polled.",
+    )
     samples: list[dict[str, object]]
+
+
+def scaling(replicas: list[ReplicaCount]) -> dict[str, dict[str, int]]:
+    """First, largest and last count of running replicas of each deployment."""
+    names = sorted({name for count in replicas for name in count.running})
+    summary = {}
+    for name in names:
+        counts = [count.running.get(name, 0) for count in replicas]
+        summary[name] = {"first": counts[0], "most": max(counts), "last": counts[-1]}
+    return summary
 
 
 def capacity(levels: list[Level]) -> int:
@@ -97,7 +154,8 @@ def capacity(levels: list[Level]) -> int:
 
 
 def write_plots(report: Report, folder: Path, samples: list[dict[str, object]]) -> None:
-    """latency_distribution.png and latency_vs_sessions.png in `folder`."""
+    """latency_distribution.png, latency_vs_sessions.png and, when replicas
+    were polled, replicas_over_time.png in `folder`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +170,15 @@ def write_plots(report: Report, folder: Path, samples: list[dict[str, object]]) 
         values = sorted(_sample_values(samples, key))
         if values:
             shares = [(i + 1) / len(values) for i in range(len(values))]
-            axes.step(values, shares, where="post", label=f"{label} (n={len(values)})")
+            # Markers too: a single sample draws no step.
+            axes.step(
+                values,
+                shares,
+                where="post",
+                marker="o",
+                markersize=3,
+                label=f"{label} (n={len(values)})",
+            )
     axes.axvline(CAPACITY_LIMIT_S, color="grey", linestyle=":", linewidth=1)
     axes.set_xlabel("delay after the words were spoken (s)")
     axes.set_ylabel("share of utterances (words for partials)")
@@ -147,6 +213,38 @@ def write_plots(report: Report, folder: Path, samples: list[dict[str, object]]) 
     axes.legend()
     figure.tight_layout()
     figure.savefig(folder / "latency_vs_sessions.png", dpi=120)
+    plt.close(figure)
+
+    if report.replicas:
+        _plot_replicas(report, folder / "replicas_over_time.png")
+
+
+def _plot_replicas(report: Report, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    names = sorted({name for count in report.replicas for name in count.running})
+    times = [count.at_s for count in report.replicas]
+    for name in names:
+        running = [count.running.get(name, 0) for count in report.replicas]
+        axes.step(times, running, where="post", label=name)
+    for period in report.load_periods:
+        axes.axvspan(period.start_s, period.end_s, color="orange", alpha=0.12)
+        axes.annotate(
+            f"{period.sessions} sessions",
+            ((period.start_s + period.end_s) / 2, 0.05),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            fontsize=8,
+        )
+    axes.set_xlabel("time since the start of the run (s)")
+    axes.set_ylabel("running replicas")
+    axes.set_title("Replicas under load (shaded) and after it")
+    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
     plt.close(figure)
 
 

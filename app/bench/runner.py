@@ -10,22 +10,36 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import Progress
 
-from app.bench.program import Clip, build_program, load_clips
+from app.bench.peer import TranscriptFigures, stream_to_whisperlive, transcript_figures
+from app.bench.program import (
+    Clip,
+    Program,
+    build_program,
+    clips_spoken,
+    load_clips,
+)
 from app.bench.report import (
     Baseline,
     Level,
+    LoadPeriod,
     Overhead,
+    PeerComparison,
+    ReplicaCount,
     Report,
     Spread,
+    TranscriptQuality,
     capacity,
+    scaling,
     write_plots,
 )
 from app.bench.session import SessionResult, UtteranceSample, run_session
 from app.bench.words import TimedWord, time_words
-from app.client import TolkClient
+from app.client import TolkClient, TolkClientError
+from app.usage import FLUSH_S
 
 
 @dataclass(frozen=True)
@@ -40,25 +54,65 @@ class BenchOptions:
     listeners: int = 0
     reconnect_every_s: float = 0.0
     baseline: bool = False
+    # Replicas are polled this often; 0 turns polling off.
+    poll_replicas_s: float = 2.0
+    # Polling goes on this long after the last level, to see scaling down.
+    cooldown_s: float = 0.0
+    # A WhisperLive server given the same program as the first session.
+    peer_url: str | None = None
 
 
 async def run_bench(options: BenchOptions, console: Console) -> Report:
     """Every load level in turn, then the baseline if asked; writes the report."""
     options.out.mkdir(parents=True, exist_ok=True)
     clips = load_clips(options.clips_dir)
-    console.print(f"[dim]timing the words of {len(clips)} clips…[/dim]")
-    words = await asyncio.to_thread(time_words, clips, options.out / "word_times.json")
+    spoken = clips_spoken(clips, max(options.sessions), options.clips_per_session)
+    console.print(f"[dim]timing the words of {len(spoken)} clips…[/dim]")
+    words = await asyncio.to_thread(time_words, spoken, options.out / "word_times.json")
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
 
     levels: list[Level] = []
+    periods: list[LoadPeriod] = []
     samples: list[UtteranceSample] = []
+    replicas: list[ReplicaCount] = []
+    first: SessionResult | None = None
     async with TolkClient(options.url, timeout_s=120) as client:
-        for count in options.sessions:
-            results = await _level(client, options, clips, words, count, console)
-            level = summarize(count, results)
-            levels.append(level)
-            samples += [u for r in results for u in r.utterances]
-            console.print(_level_line(level))
+        run_started = time.monotonic()
+        watching = asyncio.create_task(
+            _watch_replicas(client, options.poll_replicas_s, run_started, replicas)
+        )
+        try:
+            for count in options.sessions:
+                start_s = time.monotonic() - run_started
+                before = await _usage(client)
+                results = await _level(client, options, clips, words, count, console)
+                # The ingress flushes the stages' readings every second.
+                await asyncio.sleep(FLUSH_S + 0.5)
+                spent = _spent(before, await _usage(client))
+                first = first or results[0]
+                periods.append(
+                    LoadPeriod(
+                        sessions=count,
+                        start_s=round(start_s, 2),
+                        end_s=round(time.monotonic() - run_started, 2),
+                    )
+                )
+                level = summarize(count, results, spent)
+                levels.append(level)
+                samples += [u for r in results for u in r.utterances]
+                console.print(_level_line(level))
+            if options.cooldown_s > 0:
+                await _cool_down(options.cooldown_s, replicas, console)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+
+    comparison = None
+    if options.peer_url and first is not None:
+        console.print(f"[dim]the same program to {options.peer_url}…[/dim]")
+        program = build_program(clips, options.clips_per_session)
+        comparison = await _compare(options, program, first)
+        console.print(_comparison_line(comparison))
 
     baseline = None
     if options.baseline:
@@ -84,11 +138,16 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
             "chunk_ms": options.chunk_ms,
             "listeners": options.listeners,
             "reconnect_every_s": options.reconnect_every_s,
+            "cooldown_s": options.cooldown_s,
         },
         levels=levels,
         capacity_sessions=capacity(levels),
         baseline=baseline,
         overhead=_overhead(levels[0], baseline) if baseline and levels else None,
+        peer=comparison,
+        load_periods=periods,
+        replicas=replicas,
+        scaling=scaling(replicas),
         samples=[asdict(s) for s in samples],
     )
     (options.out / "report.json").write_text(report.model_dump_json(indent=2))
@@ -134,7 +193,77 @@ async def _level(
     return [run.result() for run in runs]
 
 
-def summarize(count: int, results: list[SessionResult]) -> Level:
+async def _watch_replicas(
+    client: TolkClient, every_s: float, started: float, into: list[ReplicaCount]
+) -> None:
+    """Appends the running replicas of each deployment every `every_s` seconds."""
+    if every_s <= 0:
+        return
+    while True:
+        try:
+            deployments = await client.deployments()
+        except (TolkClientError, httpx.HTTPError):
+            # A deployment without the endpoint, or a busy one: no sample.
+            deployments = None
+        if deployments is not None:
+            running = {
+                name: int(details["replicas"].get("RUNNING", 0))
+                for name, details in deployments.items()
+            }
+            at_s = round(time.monotonic() - started, 2)
+            into.append(ReplicaCount(at_s=at_s, running=running))
+        await asyncio.sleep(every_s)
+
+
+async def _cool_down(
+    seconds: float, replicas: list[ReplicaCount], console: Console
+) -> None:
+    """Waits with no load, showing the replica counts as they change."""
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("cool-down", total=seconds)
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            latest = replicas[-1].running if replicas else {}
+            shown = " ".join(f"{name}={n}" for name, n in sorted(latest.items()))
+            progress.update(task, completed=elapsed, description=f"cool-down {shown}")
+            await asyncio.sleep(1.0)
+
+
+async def _usage(client: TolkClient) -> dict[str, dict[str, float]] | None:
+    try:
+        return await client.usage()
+    except (TolkClientError, httpx.HTTPError):
+        # A deployment without the endpoint: no CPU figures.
+        return None
+
+
+def _spent(
+    before: dict[str, dict[str, float]] | None,
+    after: dict[str, dict[str, float]] | None,
+) -> dict[str, float] | None:
+    """CPU seconds each stage used between two readings, over all replicas.
+
+    A replica first seen in the second reading is counted from its start,
+    its model loading included.
+    """
+    if before is None or after is None:
+        return None
+    return {
+        stage: round(
+            sum(
+                cpu_s - before.get(stage, {}).get(replica, 0.0)
+                for replica, cpu_s in replicas.items()
+            ),
+            3,
+        )
+        for stage, replicas in after.items()
+    }
+
+
+def summarize(
+    count: int, results: list[SessionResult], cpu_s: dict[str, float] | None = None
+) -> Level:
+    """The figures of one level; `cpu_s` is what each stage's replicas used."""
     utterances = [u for r in results for u in r.utterances]
     speech_s = sum(u.speech_s for u in utterances)
 
@@ -157,15 +286,56 @@ def summarize(count: int, results: list[SessionResult]) -> Level:
             float(missed) for r in results for missed, _ in r.resumes
         ),
         # Final passes only: partial passes are not reported per event.
-        cpu_s_per_speech_s={
+        compute_s_per_speech_s={
             "transcription": per_speech([u.asr_compute_s for u in utterances]),
             "translation": per_speech([u.mt_compute_s for u in utterances]),
             "synthesis": per_speech([u.tts_compute_s for u in utterances]),
         },
+        cpu_s_per_speech_s=None
+        if cpu_s is None or not speech_s
+        else {stage: round(seconds / speech_s, 4) for stage, seconds in cpu_s.items()},
         replicas_reached=len({replica for r in results for replica in r.replicas}),
         event_ids_exact=all(r.event_ids_exact for r in results),
         errors=[error for r in results for error in r.errors],
     )
+
+
+async def _compare(
+    options: BenchOptions, program: Program, tolk: SessionResult
+) -> PeerComparison:
+    """Streams `program` to the peer; both held to the same yardstick."""
+    from deployments.models import resolve_whisper_model
+    from deployments.recognition import TranscriberSettings
+
+    # The peer runs the model it was started with; this names it for its log.
+    model = str(resolve_whisper_model(TranscriberSettings().model))
+    assert options.peer_url is not None
+    finals = await stream_to_whisperlive(
+        options.peer_url, program, chunk_s=options.chunk_ms / 1000, model=model
+    )
+
+    def quality(system: str, figures: TranscriptFigures) -> TranscriptQuality:
+        return TranscriptQuality(
+            system=system,
+            final_delay_s=Spread.of(figures.final_delays_s),
+            word_error_rate=figures.word_error_rate,
+            missed_clips=figures.missed_clips,
+        )
+
+    return PeerComparison(
+        url=options.peer_url,
+        tolk=quality("tolk", transcript_figures(program, tolk.finals)),
+        peer=quality("whisperlive", transcript_figures(program, finals)),
+    )
+
+
+def _comparison_line(comparison: PeerComparison) -> str:
+    def show(quality: TranscriptQuality) -> str:
+        spread = quality.final_delay_s
+        delays = "n/a" if spread.p50 is None else f"{spread.p50:.2f}/{spread.p95:.2f} s"
+        return f"{quality.system}: final {delays}, WER {quality.word_error_rate}"
+
+    return f"{show(comparison.tolk)}; {show(comparison.peer)} (p50/p95)"
 
 
 def _overhead(level: Level, baseline: Baseline) -> Overhead:
@@ -192,8 +362,13 @@ def _level_line(level: Level) -> str:
         return f"{spread.p50:.2f}/{spread.p95:.2f} s"
 
     return (
-        f"{level.sessions} sessions, {level.utterances} utterances: "
+        f"{_count(level.sessions, 'session')}, "
+        f"{_count(level.utterances, 'utterance')}: "
         f"partial {show(level.partial_delay_s)}, final {show(level.final_delay_s)}, "
         f"first audio {show(level.first_audio_delay_s)} (p50/p95)"
         + (f", [red]{len(level.errors)} errors[/red]" if level.errors else "")
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

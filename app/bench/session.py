@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.bench.peer import FinalSegment
 from app.bench.program import Program
 from app.bench.words import TimedWord, normalized_words
 from app.client import ServerMessage, SessionStream, TolkClient
@@ -45,6 +46,7 @@ class SessionResult:
     replicas: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     event_ids_exact: bool = True
+    finals: list[FinalSegment] = field(default_factory=list)
 
 
 @dataclass
@@ -54,7 +56,9 @@ class _Arrivals:
     partials: list[tuple[float, str]] = field(default_factory=list)
     final: tuple[float, ServerMessage] | None = None
     translation: ServerMessage | None = None
-    audio: tuple[float, ServerMessage] | None = None
+    # When the first segment of speech arrived, and the voice's time on all.
+    audio_at: float | None = None
+    speech_compute_ms: int = 0
 
 
 async def run_session(
@@ -82,7 +86,7 @@ async def run_session(
             def clock() -> float:
                 return time.monotonic() - started
 
-            receiving = asyncio.create_task(_receive(stream, clock, result))
+            receiving = asyncio.create_task(_receive(stream, clock, result, targets[0]))
             listening = [asyncio.create_task(_drain(listener)) for listener in extra]
             await _send(stream, program, chunk_s, started, reconnect_every_s)
             arrivals = await asyncio.wait_for(receiving, timeout_s)
@@ -121,8 +125,12 @@ async def _send(
 
 
 async def _receive(
-    stream: SessionStream, clock: Callable[[], float], result: SessionResult
+    stream: SessionStream,
+    clock: Callable[[], float],
+    result: SessionResult,
+    language: str,
 ) -> dict[int, _Arrivals]:
+    """Arrival times of each utterance's output; speech in `language` only."""
     arrivals: dict[int, _Arrivals] = {}
     ids: list[int] = []
     async for message in stream.messages():
@@ -143,10 +151,17 @@ async def _receive(
             entry.partials.append((at, data["text"]))
         elif message.type == "final":
             entry.final = (at, message)
-        elif message.type == "translation" and entry.translation is None:
+            result.finals.append(
+                FinalSegment(
+                    at, data["start_ms"] / 1000, data["end_ms"] / 1000, data["text"]
+                )
+            )
+        elif message.type == "translation" and data["language"] == language:
             entry.translation = message
-        elif message.type == "audio" and entry.audio is None:
-            entry.audio = (at, message)
+        elif message.type == "audio" and data["language"] == language:
+            if entry.audio_at is None:
+                entry.audio_at = at
+            entry.speech_compute_ms += data.get("compute_ms", 0)
     result.event_ids_exact = (
         ids == list(range(ids[0], ids[0] + len(ids))) if ids else True
     )
@@ -173,7 +188,7 @@ def _samples(
         final_at, final = entry.final
         start_s = final.data["start_ms"] / 1000
         speech_end_s = max(start_s, final.data["end_ms"] / 1000 - TRAILING_PAD_S)
-        audio_at = entry.audio[0] if entry.audio else None
+        audio_at = entry.audio_at
         samples.append(
             UtteranceSample(
                 session=index,
@@ -187,7 +202,9 @@ def _samples(
                 ),
                 asr_compute_s=final.data.get("compute_ms", 0) / 1000,
                 mt_compute_s=_compute(entry.translation),
-                tts_compute_s=_compute(entry.audio[1] if entry.audio else None),
+                tts_compute_s=None
+                if audio_at is None
+                else entry.speech_compute_ms / 1000,
                 speech_s=speech_end_s - start_s,
             )
         )

@@ -35,6 +35,10 @@ def test_bench_writes_a_valid_report(
             "--sessions",
             "1,2",
             "--baseline",
+            "--poll-replicas-s",
+            "0.5",
+            "--cooldown-s",
+            "1",
             "--out",
             str(out),
         ],
@@ -47,7 +51,19 @@ def test_bench_writes_a_valid_report(
     assert first.utterances == 2 and first.event_ids_exact and not first.errors
     assert first.final_delay_s.p50 is not None and first.final_delay_s.p50 > 0
     assert first.first_audio_delay_s.count == 2
+    # Read from the stage replicas: partial passes and the voice are counted.
+    assert first.cpu_s_per_speech_s is not None
+    assert first.cpu_s_per_speech_s["transcription"] > 0
+    assert first.cpu_s_per_speech_s["synthesis"] > 0
     assert report.baseline is not None and report.baseline.utterances == 2
     assert report.overhead is not None
-    for plot in ("latency_distribution.png", "latency_vs_sessions.png"):
+    assert [period.sessions for period in report.load_periods] == [1, 2]
+    assert report.replicas and report.replicas[-1].at_s > report.load_periods[-1].end_s
+    assert report.scaling["Ingress"]["most"] == 2
+    assert report.scaling["Transcriber"]["first"] >= 1
+    for plot in (
+        "latency_distribution.png",
+        "latency_vs_sessions.png",
+        "replicas_over_time.png",
+    ):
         assert (out / plot).read_bytes().startswith(b"\x89PNG")
