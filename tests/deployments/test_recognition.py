@@ -156,5 +156,16 @@ def test_partial_model_does_the_partials_of_its_languages(
     # Without a language the English-only model cannot be told it applies.
     assert heard(None, partial=True) == "whisper-base"
 
+    # Finals too when asked; languages it does not know stay with `model`.
+    recognizer.apply(
+        TranscriberSettings(
+            model="whisper-base",
+            partial_model="whisper-tiny.en",
+            partial_model_finals=True,
+        )
+    )
+    assert heard("en", partial=False) == "whisper-tiny.en"
+    assert heard(None, partial=False) == "whisper-base"
+
     recognizer.apply(TranscriberSettings(model="whisper-base"))
     assert heard("en", partial=True) == "whisper-base"
