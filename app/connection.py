@@ -31,6 +31,7 @@ from app.protocol import (
 from app.registry import ProcessorRegistry
 from app.settings import IngressSettings
 from app.store import Resume, SessionConfig, SessionStore
+from app.tasks import cancel_and_wait
 from app.wire import EventRecord
 
 logger = logging.getLogger("tolk.connection")
@@ -163,8 +164,7 @@ class SessionConnection:
         try:
             await self._receive(config)
         finally:
-            delivery.cancel()
-            await asyncio.gather(delivery, return_exceptions=True)
+            await cancel_and_wait(delivery)
 
     async def _receive(self, config: SessionConfig) -> None:
         limit = self._context.settings.max_frame_bytes
@@ -256,7 +256,8 @@ class SessionConnection:
             cursor = await self._catch_up(cursor)
             while True:
                 try:
-                    record = await asyncio.wait_for(inbox.get(), _IDLE_CHECK_S)
+                    async with asyncio.timeout(_IDLE_CHECK_S):
+                        record = await inbox.get()
                 except TimeoutError:
                     # Pub/Sub can miss a message without noticing; the log
                     # cannot. An open connection also keeps its session alive.

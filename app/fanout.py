@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import StoreUnavailable
 from app.store import SessionStore, translated_errors
+from app.tasks import cancel_and_wait
 from app.wire import EventRecord
 
 logger = logging.getLogger("tolk.fanout")
@@ -90,9 +91,7 @@ class Fanout:
                 await self._unsubscribe(channel)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         await self._pubsub.aclose()
 
     def _ensure_running(self) -> None:

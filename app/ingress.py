@@ -23,6 +23,7 @@ from app.segmenter import Segmenter, SegmenterConfig
 from app.settings import IngressSettings
 from app.stages import Capabilities, ServeStages
 from app.store import SessionStore
+from app.tasks import cancel_and_wait
 from app.usage import UsageLedger
 from app.vad import SpeechDetector
 from deployments.logs import use_serve_logs
@@ -220,7 +221,7 @@ class Ingress:
 
     async def __del__(self) -> None:
         # Ordered shutdown: stop processing, stop listening, close the pool.
-        self._flushing.cancel()
+        await cancel_and_wait(self._flushing)
         await self._context.registry.aclose()
         await self._context.fanout.aclose()
         await self._store.aclose()

@@ -35,6 +35,7 @@ from app.resampling import pcm16_to_float
 from app.segmenter import Segmenter
 from app.stages import Stages
 from app.store import EndJob, SessionConfig, SessionStore, UtteranceJob
+from app.tasks import cancel_and_wait
 from deployments.schema import TranscriptionRequest
 
 logger = logging.getLogger("tolk.processor")
@@ -116,12 +117,7 @@ class SessionProcessor:
             raise self.failure
 
     async def aclose(self) -> None:
-        for task in (self._worker, self._partial):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(
-            *(t for t in (self._worker, self._partial) if t), return_exceptions=True
-        )
+        await cancel_and_wait(self._worker, self._partial)
 
     def _start_partial(self, number: int, pcm16: bytes) -> None:
         # A final being transcribed here goes first: a preview would slow it.
@@ -153,8 +149,12 @@ class SessionProcessor:
             return
         self._last_partial = text
         try:
+            # Dropped by the store if the utterance has ended meanwhile,
+            # wherever its end arrived: a preview never follows its final.
             await self._store.emit(
-                self.session_id, Partial(utterance=number, text=text)
+                self.session_id,
+                Partial(utterance=number, text=text),
+                while_open=number,
             )
         except TolkError as error:
             logger.warning(
@@ -166,7 +166,8 @@ class SessionProcessor:
         try:
             while True:
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                    async with asyncio.timeout(POLL_S):
+                        await self._wake.wait()
                 self._wake.clear()
                 self._working = True
                 try:
@@ -256,9 +257,7 @@ class SessionProcessor:
             if rendering is not None:
                 await rendering
         finally:
-            if rendering is not None and not rendering.done():
-                rendering.cancel()
-                await asyncio.gather(rendering, return_exceptions=True)
+            await cancel_and_wait(rendering)
 
     async def _until_done_or_woken(self, rendering: asyncio.Task[None]) -> None:
         """Waits for a render to end or for new jobs, whichever comes first."""
@@ -288,8 +287,7 @@ class SessionProcessor:
         try:
             yield True
         finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            await cancel_and_wait(renewer)
             await self._store.release_lease(self.session_id, token)
 
     async def _renew(self, token: str) -> None:

@@ -65,6 +65,11 @@ if ARGV[7] ~= '' then
   local logged = redis.call('HGET', KEYS[4], ARGV[7])
   if logged then return tonumber(logged) end
 end
+if ARGV[8] ~= '' and
+   tonumber(redis.call('HGET', KEYS[1], 'utterances') or '0') >= tonumber(ARGV[8])
+then
+  return 0
+end
 local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
 local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0',
@@ -610,13 +615,15 @@ class SessionStore:
         *,
         owner: str | None = None,
         step: str | None = None,
+        while_open: int | None = None,
     ) -> int:
         """Logs an event and fans it out live; returns its id.
 
         With `owner`, only while that token holds the processing lease: a
         replica that lost it cannot write the session's output any more. With
         `step` (a job's output, e.g. `j3:final`), only once: a repeat returns
-        the id logged the first time.
+        the id logged the first time. With `while_open`, only while utterance
+        number `while_open` has not ended; returns 0 when it has.
         """
         keys = self._keys(session_id, "session", "events", "lease", "steps")
         args = [
@@ -627,6 +634,7 @@ class SessionStore:
             self._ttl_s,
             owner or "",
             step or "",
+            "" if while_open is None else while_open,
         ]
         return int(await self._script(session_id, self._emit, keys, args))
 

@@ -631,3 +631,22 @@ async def test_usage_keeps_the_highest_reading_of_each_replica(
         "transcription": {"r1": 12.5, "r2": 1.0},
         "synthesis": {"s1": 3.0},
     }
+
+
+async def test_a_preview_of_an_ended_utterance_is_dropped(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+    opened = await store.emit(
+        session_id, Partial(utterance=1, text="hel"), while_open=1
+    )
+
+    # Utterance 1 ends, through whichever replica received its audio.
+    await store.write_input(session_id, chunk(0, ended=(utterance(1),)))
+    late = await store.emit(
+        session_id, Partial(utterance=1, text="hello"), while_open=1
+    )
+    next_one = await store.emit(
+        session_id, Partial(utterance=2, text="an"), while_open=2
+    )
+
+    assert (opened, late, next_one) == (1, 0, 2)
+    assert [r.id for r in await store.events_after(session_id, 0)] == [1, 2]
