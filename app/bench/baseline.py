@@ -1,9 +1,10 @@
 """The pipeline without the distribution: the same models in one process.
 
 Same detector, segmenter, recognizer, translator and voice, with the settings
-of a serve config file, fed the same program at the same real-time pace; no
-Ray, no Redis, no sockets. What Tolk's delays exceed this by is the cost of
-the distributed path.
+of a serve config file, fed the same program at the same real-time pace, with
+partial transcripts on the same terms (one at a time, none while a final is
+transcribed); no Ray, no Redis, no sockets. What Tolk's delays exceed this by
+is the cost of the distributed path.
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ async def run_baseline(
     finals: list[float] = []
     first_audio: list[float] = []
     started = time.monotonic()
+    transcribing = asyncio.Event()
+    previews: set[asyncio.Task[object]] = set()
+
+    def preview(pcm16: bytes) -> None:
+        if transcribing.is_set() or previews:
+            return
+        request = TranscriptionRequest(
+            audio=pcm16_to_float(pcm16), language="en", partial=True
+        )
+        task = asyncio.create_task(asyncio.to_thread(recognizer.transcribe, request))
+        previews.add(task)
+        task.add_done_callback(previews.discard)
 
     async def process() -> None:
         context = ""
@@ -84,7 +97,11 @@ async def run_baseline(
             request = TranscriptionRequest(
                 audio=pcm16_to_float(utterance.pcm), language="en", prompt=context
             )
-            transcript = await asyncio.to_thread(recognizer.transcribe, request)
+            transcribing.set()
+            try:
+                transcript = await asyncio.to_thread(recognizer.transcribe, request)
+            finally:
+                transcribing.clear()
             if not transcript.text:
                 continue
             finals.append(time.monotonic() - started - speech_end)
@@ -114,10 +131,13 @@ async def run_baseline(
         )
         for utterance in segmentation.ended:
             ended.put_nowait(utterance)
+        if segmentation.partial_due and not segmentation.ended:
+            preview(bytes(buffer))
     for utterance in segmenter.flush(state, buffer).ended:
         ended.put_nowait(utterance)
     ended.put_nowait(None)
     await worker
+    await asyncio.gather(*previews)
     return Baseline(
         utterances=len(finals),
         final_delay_s=Spread.of(finals),

