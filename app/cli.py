@@ -121,6 +121,12 @@ def bench(
     reconnect_every_s: Annotated[
         float, typer.Option(min=0, help="Drop each speaker's connection this often.")
     ] = 0.0,
+    away_s: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Time a dropped listener stays away (speakers: none)."
+        ),
+    ] = 0.0,
     baseline: Annotated[
         bool, typer.Option(help="Also run the same models in this process.")
     ] = False,
@@ -131,6 +137,10 @@ def bench(
     poll_replicas_s: Annotated[
         float, typer.Option(min=0, help="How often replicas are counted; 0: never.")
     ] = 2.0,
+    config: Annotated[
+        Path,
+        typer.Option(help="Serve config the baseline takes its models from."),
+    ] = Path("serve_config.yaml"),
     peer: Annotated[
         str | None,
         typer.Option(help="WhisperLive server (ws://host:port) to compare with."),
@@ -156,10 +166,12 @@ def bench(
         chunk_ms=chunk_ms,
         listeners=listeners,
         reconnect_every_s=reconnect_every_s,
+        away_s=away_s,
         baseline=baseline,
         cooldown_s=cooldown_s,
         poll_replicas_s=poll_replicas_s,
         peer_url=peer,
+        config=config,
     )
     try:
         asyncio.run(run_bench(options, console))

@@ -373,6 +373,7 @@ class SessionStream:
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
+        self._away_until = 0.0
 
     async def __aenter__(self) -> SessionStream:
         self._runner = asyncio.create_task(self._run(), name="tolk-stream")
@@ -409,8 +410,13 @@ class SessionStream:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
 
-    def drop(self) -> None:
-        """Cuts the current connection as a network failure would; it comes back."""
+    def drop(self, away_s: float = 0.0) -> None:
+        """Cuts the current connection as a network failure would; it comes back.
+
+        It stays away at least `away_s` seconds, as a phone changing networks
+        would, while the session goes on without it.
+        """
+        self._away_until = time.monotonic() + away_s
         if self._connection is not None:
             self._connection.abort()
 
@@ -466,6 +472,7 @@ class SessionStream:
                     finished = await self._serve(connection, attempt)
                     if finished:
                         return
+                    await asyncio.sleep(max(0.0, self._away_until - time.monotonic()))
                     down_since = time.monotonic()
                 if time.monotonic() - down_since > self._give_up_after_s:
                     raise TolkClientError(

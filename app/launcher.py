@@ -148,6 +148,10 @@ class Launcher:
         raise LaunchError(f"serve run exited with code {code}")
 
     def _stop(self) -> None:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short and leave
+        # Redis running; every wait below is bounded.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # Stop Serve first so no replica writes to Redis while it shuts down.
         if self._serve is not None and self._serve.poll() is None:
             self._console.print("stopping Serve and Ray")

@@ -3,8 +3,9 @@
 Same detector, segmenter, recognizer, translator and voice, with the settings
 of a serve config file, fed the same program at the same real-time pace, with
 partial transcripts on the same terms (one at a time, none while a final is
-transcribed); no Ray, no Redis, no sockets. What Tolk's delays exceed this by
-is the cost of the distributed path.
+transcribed) and the same pipelining (an utterance is translated and spoken
+while the next one is transcribed); no Ray, no Redis, no sockets. What
+Tolk's delays exceed this by is the cost of the distributed path.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ async def run_baseline(
     )
     ended: asyncio.Queue[EndedUtterance | None] = asyncio.Queue()
     finals: list[float] = []
+    finals_less_compute: list[float] = []
     first_audio: list[float] = []
     started = time.monotonic()
     transcribing = asyncio.Event()
@@ -88,7 +90,9 @@ async def run_baseline(
         previews.add(task)
         task.add_done_callback(previews.discard)
 
-    async def process() -> None:
+    recognized: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
+
+    async def recognize() -> None:
         context = ""
         while (utterance := await ended.get()) is not None:
             speech_end = max(
@@ -105,9 +109,16 @@ async def run_baseline(
             if not transcript.text:
                 continue
             finals.append(time.monotonic() - started - speech_end)
-            context = (context + " " + transcript.text)[-200:]
+            finals_less_compute.append(finals[-1] - transcript.compute_s)
+            context = (context + " " + transcript.text)[-ingress.context_chars :]
+            recognized.put_nowait((transcript.text, speech_end))
+        recognized.put_nowait(None)
+
+    async def render() -> None:
+        while (item := await recognized.get()) is not None:
+            text, speech_end = item
             texts, _, _ = await asyncio.to_thread(
-                translator.translate, [transcript.text], "en", targets[0]
+                translator.translate, [text], "en", targets[0]
             )
             # Spoken segment by segment, as the service does.
             for index, segment in enumerate(speech_segments(texts[0], phrasing)):
@@ -115,7 +126,7 @@ async def run_baseline(
                 if index == 0:
                     first_audio.append(time.monotonic() - started - speech_end)
 
-    worker = asyncio.create_task(process())
+    workers = [asyncio.create_task(recognize()), asyncio.create_task(render())]
     state, buffer = SegmenterState(), bytearray()
     resampler = ResamplerState.start(program.sample_rate)
     step = max(1, int(program.sample_rate * chunk_s))
@@ -136,10 +147,11 @@ async def run_baseline(
     for utterance in segmenter.flush(state, buffer).ended:
         ended.put_nowait(utterance)
     ended.put_nowait(None)
-    await worker
+    await asyncio.gather(*workers)
     await asyncio.gather(*previews)
     return Baseline(
         utterances=len(finals),
         final_delay_s=Spread.of(finals),
         first_audio_delay_s=Spread.of(first_audio),
+        final_less_compute_s=Spread.of(finals_less_compute),
     )

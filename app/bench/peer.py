@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -140,8 +141,28 @@ async def _collect(
             )
 
 
+def english_model_folder(config: Path = Path("serve_config.yaml")) -> Path:
+    """The folder of the model Tolk's config gives English finals: the peer's."""
+    from app.bench.baseline import stage_settings
+    from deployments.models import resolve_whisper_model
+    from deployments.recognition import TranscriberSettings
+
+    settings = TranscriberSettings.model_validate(
+        stage_settings(config).get("Transcriber", {})
+    )
+    reference = settings.model
+    if settings.partial_model and settings.partial_model_finals:
+        reference = settings.partial_model
+    return Path(resolve_whisper_model(reference))
+
+
 def _at_16k(program: Program) -> bytes:
     samples = np.frombuffer(program.pcm16, dtype="<i2").astype(np.float32) / 32768.0
     if program.sample_rate != RATE:
         samples = soxr.resample(samples, program.sample_rate, RATE)
     return np.clip(samples * 32768.0, -32768, 32767).astype("<i2").tobytes()
+
+
+if __name__ == "__main__":
+    # For scripts that start the peer: prints the model folder it should serve.
+    print(english_model_folder())

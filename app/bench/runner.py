@@ -14,7 +14,12 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 
-from app.bench.peer import TranscriptFigures, stream_to_whisperlive, transcript_figures
+from app.bench.peer import (
+    TranscriptFigures,
+    english_model_folder,
+    stream_to_whisperlive,
+    transcript_figures,
+)
 from app.bench.program import (
     Clip,
     Program,
@@ -53,6 +58,8 @@ class BenchOptions:
     chunk_ms: int = 40
     listeners: int = 0
     reconnect_every_s: float = 0.0
+    # How long a dropped listener stays away; speakers come back at once.
+    away_s: float = 0.0
     baseline: bool = False
     # Replicas are polled this often; 0 turns polling off.
     poll_replicas_s: float = 2.0
@@ -60,6 +67,8 @@ class BenchOptions:
     cooldown_s: float = 0.0
     # A WhisperLive server given the same program as the first session.
     peer_url: str | None = None
+    # The serve config whose stage settings the baseline loads.
+    config: Path = Path("serve_config.yaml")
 
 
 async def run_bench(options: BenchOptions, console: Console) -> Report:
@@ -120,7 +129,9 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
 
         console.print("[dim]in-process baseline…[/dim]")
         program = build_program(clips, options.clips_per_session)
-        baseline = await run_baseline(program, options.targets, options.chunk_ms / 1000)
+        baseline = await run_baseline(
+            program, options.targets, options.chunk_ms / 1000, options.config
+        )
 
     report = Report(
         url=options.url,
@@ -138,6 +149,7 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
             "chunk_ms": options.chunk_ms,
             "listeners": options.listeners,
             "reconnect_every_s": options.reconnect_every_s,
+            "away_s": options.away_s,
             "cooldown_s": options.cooldown_s,
         },
         levels=levels,
@@ -182,6 +194,7 @@ async def _level(
                     chunk_s=options.chunk_ms / 1000,
                     listeners=options.listeners,
                     reconnect_every_s=options.reconnect_every_s,
+                    away_s=options.away_s,
                 )
             )
             for index, program in enumerate(programs)
@@ -278,6 +291,9 @@ def summarize(
         partial_delay_s=Spread.of(d for u in utterances for d in u.partial_delays_s),
         final_delay_s=Spread.of(u.final_delay_s for u in utterances),
         first_audio_delay_s=Spread.of(u.first_audio_delay_s for u in utterances),
+        final_less_compute_s=Spread.of(
+            u.final_delay_s - u.asr_compute_s for u in utterances
+        ),
         asr_compute_s=Spread.of(u.asr_compute_s for u in utterances),
         mt_compute_s=Spread.of(u.mt_compute_s for u in utterances),
         tts_compute_s=Spread.of(u.tts_compute_s for u in utterances),
@@ -304,11 +320,8 @@ async def _compare(
     options: BenchOptions, program: Program, tolk: SessionResult
 ) -> PeerComparison:
     """Streams `program` to the peer; both held to the same yardstick."""
-    from deployments.models import resolve_whisper_model
-    from deployments.recognition import TranscriberSettings
-
     # The peer runs the model it was started with; this names it for its log.
-    model = str(resolve_whisper_model(TranscriberSettings().model))
+    model = str(english_model_folder())
     assert options.peer_url is not None
     finals = await stream_to_whisperlive(
         options.peer_url, program, chunk_s=options.chunk_ms / 1000, model=model
@@ -352,6 +365,9 @@ def _overhead(level: Level, baseline: Baseline) -> Overhead:
         final_delay_s=difference(level.final_delay_s, baseline.final_delay_s),
         first_audio_delay_s=first_audio,
         share_of_first_audio=share,
+        final_path_s=difference(
+            level.final_less_compute_s, baseline.final_less_compute_s
+        ),
     )
 
 

@@ -17,6 +17,7 @@ from app.bench.peer import FinalSegment
 from app.bench.program import Program
 from app.bench.words import TimedWord, normalized_words
 from app.client import ServerMessage, SessionStream, TolkClient
+from app.tasks import cancel_and_wait
 
 # The detector keeps this much silence after the last speech of an utterance
 # (6 frames of 32 ms); an utterance's speech ends that long before its end.
@@ -71,6 +72,7 @@ async def run_session(
     chunk_s: float,
     listeners: int = 0,
     reconnect_every_s: float = 0.0,
+    away_s: float = 0.0,
     timeout_s: float = 600.0,
 ) -> SessionResult:
     """Streams `program` into a new session; returns its samples."""
@@ -80,6 +82,7 @@ async def run_session(
         extra = [client.stream(session) for _ in range(listeners)]
         for listener in extra:
             await listener.__aenter__()
+        dropping: list[asyncio.Task[None]] = []
         try:
             started = time.monotonic()
 
@@ -88,14 +91,24 @@ async def run_session(
 
             receiving = asyncio.create_task(_receive(stream, clock, result, targets[0]))
             listening = [asyncio.create_task(_drain(listener)) for listener in extra]
+            dropping += [
+                asyncio.create_task(
+                    _drop_now_and_then(listener, reconnect_every_s, away_s)
+                )
+                for listener in extra
+                if reconnect_every_s
+            ]
             await _send(stream, program, chunk_s, started, reconnect_every_s)
             arrivals = await asyncio.wait_for(receiving, timeout_s)
             await asyncio.wait_for(asyncio.gather(*listening), timeout_s)
         finally:
+            await cancel_and_wait(*dropping)
             for listener in extra:
                 await listener.close()
 
-    result.resumes = list(stream.resumes)
+    result.resumes = list(stream.resumes) + [
+        resume for listener in extra for resume in listener.resumes
+    ]
     result.replicas = list(stream.replicas)
     result.utterances = _samples(index, program, words, arrivals)
     await client.close_session(session)
@@ -166,6 +179,18 @@ async def _receive(
         ids == list(range(ids[0], ids[0] + len(ids))) if ids else True
     )
     return arrivals
+
+
+async def _drop_now_and_then(
+    listener: SessionStream, every_s: float, away_s: float
+) -> None:
+    """Cuts a listener's connection about every `every_s`, away `away_s` each time.
+
+    The session goes on meanwhile, so the listener has events to catch up on.
+    """
+    while True:
+        await asyncio.sleep(every_s * random.uniform(0.5, 1.5))
+        listener.drop(away_s)
 
 
 async def _drain(stream: SessionStream) -> None:

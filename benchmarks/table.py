@@ -1,0 +1,126 @@
+"""Prints the README's results tables from a benchmarks/run.sh output folder.
+
+.venv/bin/python benchmarks/table.py benchmarks/results/latest
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from app.bench.report import Report, Spread
+
+
+def _spread(spread: Spread) -> str:
+    if spread.p50 is None or spread.p95 is None:
+        return "n/a"
+    return f"{spread.p50:.2f} / {spread.p95:.2f}"
+
+
+def _levels(title: str, report: Report) -> list[str]:
+    lines = [
+        f"**{title}** (p50 / p95, seconds)",
+        "",
+        "| sessions | partial | final | first audio | ASR CPU/s | MT CPU/s "
+        "| TTS CPU/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in report.levels:
+        cpu = level.cpu_s_per_speech_s or {}
+        lines.append(
+            f"| {level.sessions} | {_spread(level.partial_delay_s)} "
+            f"| {_spread(level.final_delay_s)} "
+            f"| {_spread(level.first_audio_delay_s)} "
+            f"| {cpu.get('transcription', 0):.2f} | {cpu.get('translation', 0):.2f} "
+            f"| {cpu.get('synthesis', 0):.2f} |"
+        )
+    lines += ["", f"Capacity (p95 first audio < 3 s): {report.capacity_sessions}", ""]
+    return lines
+
+
+def _against_baseline(report: Report) -> list[str]:
+    if not (report.baseline and report.overhead and report.levels):
+        return []
+    first, baseline, overhead = report.levels[0], report.baseline, report.overhead
+    rows = [
+        ("final", first.final_delay_s, baseline.final_delay_s, overhead.final_delay_s),
+        (
+            "first audio",
+            first.first_audio_delay_s,
+            baseline.first_audio_delay_s,
+            overhead.first_audio_delay_s,
+        ),
+        (
+            "final less recognizer compute",
+            first.final_less_compute_s,
+            baseline.final_less_compute_s,
+            overhead.final_path_s,
+        ),
+    ]
+    lines = [
+        "| one session | Tolk | in-process baseline | difference (p50) |",
+        "|---|---|---|---|",
+    ]
+    for name, ours, theirs, difference in rows:
+        shown = "n/a" if difference is None else f"{difference:+.3f}"
+        lines.append(f"| {name} | {_spread(ours)} | {_spread(theirs)} | {shown} |")
+    return [*lines, ""]
+
+
+def _against_peer(report: Report) -> list[str]:
+    if not report.peer:
+        return []
+    lines = [
+        "| same program | final delay | word error rate | clips missed |",
+        "|---|---|---|---|",
+    ]
+    for quality in (report.peer.tolk, report.peer.peer):
+        rate = quality.word_error_rate
+        lines.append(
+            f"| {quality.system} | {_spread(quality.final_delay_s)} "
+            f"| {'n/a' if rate is None else f'{rate:.1%}'} | {quality.missed_clips} |"
+        )
+    return [*lines, ""]
+
+
+def _resumes(report: Report) -> list[str]:
+    level = report.levels[0]
+    missed = level.resume_missed_events
+    return [
+        f"Resume ({level.resume_s.count} reconnections, up to "
+        f"{missed.max or 0:.0f} missed events, p95 {missed.p95 or 0:.0f}): "
+        f"{_spread(level.resume_s)} s, p50 / p95; "
+        f"event ids exact: {level.event_ids_exact}",
+        "",
+    ]
+
+
+def main(folder: Path) -> None:
+    lines: list[str] = []
+    for scenario, title in (
+        ("load", "Default models"),
+        ("espeak", "espeak-ng as the Portuguese voice"),
+    ):
+        path = folder / scenario / "report.json"
+        if path.exists():
+            report = Report.model_validate_json(path.read_text())
+            lines += _levels(title, report)
+            lines += _against_baseline(report)
+            lines += _against_peer(report)
+    resume = folder / "resume" / "report.json"
+    if resume.exists():
+        lines += _resumes(Report.model_validate_json(resume.read_text()))
+    scaling = folder / "autoscaling" / "report.json"
+    if scaling.exists():
+        report = Report.model_validate_json(scaling.read_text())
+        lines.append("| deployment | replicas at start | most | at the end |")
+        lines.append("|---|---|---|---|")
+        for name, counts in report.scaling.items():
+            lines.append(
+                f"| {name} | {counts['first']} | {counts['most']} | {counts['last']} |"
+            )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/latest"))
