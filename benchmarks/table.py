@@ -96,7 +96,14 @@ def _resumes(report: Report) -> list[str]:
 
 
 def main(folder: Path) -> None:
+    """Tables of a run.sh folder, or of one `tolk bench --out` folder."""
     lines: list[str] = []
+    single = folder / "report.json"
+    if single.exists():
+        report = Report.model_validate_json(single.read_text())
+        lines += _levels(str(folder), report)
+        lines += _against_baseline(report)
+        lines += _against_peer(report)
     for scenario, title in (
         ("load", "Default models"),
         ("espeak", "espeak-ng as the Portuguese voice"),

@@ -238,13 +238,15 @@ def _plot_replicas(report: Report, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5))
     names = sorted({name for count in report.replicas for name in count.running})
     times = [count.at_s for count in report.replicas]
-    for name in names:
+    for offset, name in enumerate(names):
         running = [count.running.get(name, 0) for count in report.replicas]
-        axes.step(times, running, where="post", label=name)
+        # Nudged apart, so that deployments with equal counts stay visible.
+        nudge = (offset - (len(names) - 1) / 2) * 0.03
+        axes.step(times, [n + nudge for n in running], where="post", label=name)
     for period in report.load_periods:
         axes.axvspan(period.start_s, period.end_s, color="orange", alpha=0.12)
         axes.annotate(
-            f"{period.sessions} sessions",
+            f"{period.sessions} session" + ("" if period.sessions == 1 else "s"),
             ((period.start_s + period.end_s) / 2, 0.05),
             xycoords=("data", "axes fraction"),
             ha="center",

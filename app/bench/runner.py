@@ -132,6 +132,7 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
         baseline = await run_baseline(
             program, options.targets, options.chunk_ms / 1000, options.config
         )
+        console.print(_baseline_line(baseline))
 
     report = Report(
         url=options.url,
@@ -340,6 +341,16 @@ async def _compare(
         tolk=quality("tolk", transcript_figures(program, tolk.finals)),
         peer=quality("whisperlive", transcript_figures(program, finals)),
     )
+
+
+def _baseline_line(baseline: Baseline) -> str:
+    final, audio = baseline.final_delay_s, baseline.first_audio_delay_s
+    if final.p50 is None or final.p95 is None:
+        return "baseline: no final transcripts"
+    shown = f"baseline: final {final.p50:.2f}/{final.p95:.2f} s"
+    if audio.p50 is not None and audio.p95 is not None:
+        shown += f", first audio {audio.p50:.2f}/{audio.p95:.2f} s"
+    return shown + " (p50/p95)"
 
 
 def _comparison_line(comparison: PeerComparison) -> str:

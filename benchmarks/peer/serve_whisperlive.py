@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 
 from whisper_live.server import TranscriptionServer
 
@@ -20,6 +21,8 @@ def main() -> None:
     arguments = parser.parse_args()
 
     logging.basicConfig(level=logging.INFO)
+    # WhisperLive's threads outlive a KeyboardInterrupt; Ctrl-C ends it all.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     # One model shared by every connection, as Tolk's recognizer replica does.
     TranscriptionServer().run(
         arguments.host,
