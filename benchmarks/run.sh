@@ -91,6 +91,10 @@ PY
 		# 6 s each time while its session goes on.
 		.venv/bin/tolk bench "$TOLK_URL" --sessions 2 --listeners 1 \
 			--reconnect-every-s 8 --away-s 6 --out "$OUT/resume"
+		# Listeners away 25 s at a time: dozens of events to catch up on.
+		.venv/bin/tolk bench "$TOLK_URL" --sessions 2 --listeners 2 \
+			--clips-per-session 10 --reconnect-every-s 30 --away-s 25 \
+			--out "$OUT/resume-long"
 	fi
 	stop_tolk
 fi

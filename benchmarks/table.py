@@ -114,9 +114,10 @@ def main(folder: Path) -> None:
             lines += _levels(title, report)
             lines += _against_baseline(report)
             lines += _against_peer(report)
-    resume = folder / "resume" / "report.json"
-    if resume.exists():
-        lines += _resumes(Report.model_validate_json(resume.read_text()))
+    for scenario in ("resume", "resume-long"):
+        resume = folder / scenario / "report.json"
+        if resume.exists():
+            lines += _resumes(Report.model_validate_json(resume.read_text()))
     scaling = folder / "autoscaling" / "report.json"
     if scaling.exists():
         report = Report.model_validate_json(scaling.read_text())
