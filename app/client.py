@@ -155,15 +155,16 @@ class TolkClient:
 
     async def deployments(self) -> dict[str, Any]:
         """The service's deployments with their replicas by state."""
-        response = await self._http.get("/v1/deployments")
-        _raise_for(response)
-        return dict(response.json()["deployments"])
+        return await self._get("/v1/deployments", "deployments")
 
     async def usage(self) -> dict[str, dict[str, float]]:
         """CPU seconds of each stage replica since it started, by stage."""
-        response = await self._http.get("/v1/usage")
+        return await self._get("/v1/usage", "stages")
+
+    async def _get(self, path: str, key: str) -> dict[str, Any]:
+        response = await self._http.get(path)
         _raise_for(response)
-        return dict(response.json()["stages"])
+        return dict(response.json()[key])
 
     async def create_session(
         self, source: str, targets: list[str], sample_rate: int

@@ -18,11 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import soxr
 import websockets
 
-from app.bench.program import Program
+from app.bench.program import Program, at_rate
 from app.bench.words import normalized_words
 
 RATE = 16_000
@@ -80,7 +78,7 @@ async def stream_to_whisperlive(
     url: str, program: Program, *, chunk_s: float, model: str, language: str = "en"
 ) -> list[FinalSegment]:
     """Streams `program` at real-time pace to the WhisperLive server at `url`."""
-    pcm16 = _at_16k(program)
+    pcm16 = at_rate(program.pcm16, program.sample_rate, RATE)
     options = {
         "uid": uuid.uuid4().hex,
         "language": language,
@@ -154,13 +152,6 @@ def english_model_folder(config: Path = Path("serve_config.yaml")) -> Path:
     if settings.partial_model and settings.partial_model_finals:
         reference = settings.partial_model
     return Path(resolve_whisper_model(reference))
-
-
-def _at_16k(program: Program) -> bytes:
-    samples = np.frombuffer(program.pcm16, dtype="<i2").astype(np.float32) / 32768.0
-    if program.sample_rate != RATE:
-        samples = soxr.resample(samples, program.sample_rate, RATE)
-    return np.clip(samples * 32768.0, -32768, 32767).astype("<i2").tobytes()
 
 
 if __name__ == "__main__":

@@ -87,16 +87,17 @@ def build_program(clips: list[Clip], count: int, offset: int = 0) -> Program:
     position = 0
     for index in range(count):
         clip = clips[(offset + index) % len(clips)]
-        pcm16 = _at_rate(clip, rate)
+        pcm16 = at_rate(clip.pcm16, clip.sample_rate, rate)
         spans.append(ClipSpan(clip, position, position + len(pcm16) // 2))
         parts += [pcm16, pause]
         position += (len(pcm16) + len(pause)) // 2
     return Program(b"".join(parts), rate, spans)
 
 
-def _at_rate(clip: Clip, rate: int) -> bytes:
-    if clip.sample_rate == rate:
-        return clip.pcm16
-    samples = np.frombuffer(clip.pcm16, dtype="<i2").astype(np.float32) / 32768.0
-    resampled = soxr.resample(samples, clip.sample_rate, rate)
+def at_rate(pcm16: bytes, rate: int, target: int) -> bytes:
+    """Whole PCM16 audio at `rate` resampled to `target`."""
+    if rate == target:
+        return pcm16
+    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768.0
+    resampled = soxr.resample(samples, rate, target)
     return np.clip(resampled * 32768.0, -32768, 32767).astype("<i2").tobytes()
