@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any, Literal
 
-from faster_whisper import WhisperModel
-from faster_whisper.transcribe import Segment
+import numpy as np
+from faster_whisper.transcribe import Segment, TranscriptionInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.audio import mono_float32
@@ -21,6 +21,7 @@ from deployments.schema import (
     TranscriptionRequest,
     TranscriptSegment,
 )
+from deployments.whisper_window import WindowedWhisper
 
 logger = logging.getLogger("tolk.stage.asr")
 
@@ -91,6 +92,25 @@ class TranscriberSettings(BaseModel):
     compression_ratio_threshold: float = Field(
         2.4, gt=0.0, description="text that compresses more than this is a loop"
     )
+    window_margin_s: float | None = Field(
+        10.0,
+        ge=0.0,
+        le=30.0,
+        description="seconds of padding kept after the audio in the encoder's "
+        "window: Whisper pads every window to 30 s and the encoder's cost "
+        "follows the window, so a short one transcribes a short utterance "
+        "about twice as fast; below about 5 s the decoder starts to lose the "
+        "end of speech, and shorter margins read words into noise more often; "
+        "None keeps the full 30 s window",
+    )
+    window_doubt_threshold: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="no-speech probability of a segment, read in a short "
+        "window, above which the utterance is transcribed again in the full "
+        "30 s window, where Whisper tells noise from speech more reliably",
+    )
     max_tokens_per_second: float = Field(
         12.0,
         gt=0.0,
@@ -134,6 +154,9 @@ class SpeechRecognizer:
                 model = self._load(settings.model, settings)
             if self._changed(settings, _PARTIAL_LOAD_FIELDS):
                 partial_model = self._load_partial(settings)
+            for loaded in (model, partial_model):
+                if loaded is not None:
+                    loaded.margin_s = settings.window_margin_s
             self._model, self._partial_model = model, partial_model
             self._settings = settings
 
@@ -168,21 +191,14 @@ class SpeechRecognizer:
 
         duration_s = audio.size / ASR_SAMPLE_RATE
         started = time.perf_counter()
-        segments, info = model.transcribe(
-            audio,
-            language=request.language,
-            initial_prompt=_prompt_tail(request.prompt),
-            # The ingress cut the utterance with its own VAD, and each
-            # utterance stands alone so one misheard phrase cannot spread.
-            vad_filter=False,
-            condition_on_previous_text=False,
-            no_speech_threshold=settings.no_speech_threshold,
-            log_prob_threshold=settings.log_prob_threshold,
-            compression_ratio_threshold=settings.compression_ratio_threshold,
-            **_decoding_effort(settings, request.partial, duration_s),
-        )
-        # Decoding happens while the generator is consumed.
-        kept = [segment for segment in segments if _is_speech(segment, settings)]
+        kept, info = self._decode(model, audio, request, settings, duration_s)
+        if model.margin_s is not None and any(
+            segment.no_speech_prob > settings.window_doubt_threshold for segment in kept
+        ):
+            # A short window makes the decoder likelier to read words into
+            # noise; where it doubts there was speech, the full window decides.
+            with model.full_window():
+                kept, info = self._decode(model, audio, request, settings, duration_s)
         compute_s = time.perf_counter() - started
 
         logger.debug(
@@ -200,24 +216,49 @@ class SpeechRecognizer:
             model=reference,
         )
 
+    @staticmethod
+    def _decode(
+        model: WindowedWhisper,
+        audio: np.ndarray,
+        request: TranscriptionRequest,
+        settings: TranscriberSettings,
+        duration_s: float,
+    ) -> tuple[list[Segment], TranscriptionInfo]:
+        segments, info = model.transcribe(
+            audio,
+            language=request.language,
+            initial_prompt=_prompt_tail(request.prompt),
+            # The ingress cut the utterance with its own VAD, and each
+            # utterance stands alone so one misheard phrase cannot spread.
+            vad_filter=False,
+            condition_on_previous_text=False,
+            no_speech_threshold=settings.no_speech_threshold,
+            log_prob_threshold=settings.log_prob_threshold,
+            compression_ratio_threshold=settings.compression_ratio_threshold,
+            **_decoding_effort(settings, request.partial, duration_s),
+        )
+        # Decoding happens while the generator is consumed.
+        return [segment for segment in segments if _is_speech(segment, settings)], info
+
     def _changed(self, settings: TranscriberSettings, names: tuple[str, ...]) -> bool:
         return any(getattr(settings, n) != getattr(self._settings, n) for n in names)
 
     @classmethod
-    def _load_partial(cls, settings: TranscriberSettings) -> WhisperModel | None:
+    def _load_partial(cls, settings: TranscriberSettings) -> WindowedWhisper | None:
         if settings.partial_model in (None, settings.model):
             return None
         return cls._load(settings.partial_model, settings)
 
     @staticmethod
-    def _load(reference: str, settings: TranscriberSettings) -> WhisperModel:
+    def _load(reference: str, settings: TranscriberSettings) -> WindowedWhisper:
         started = time.perf_counter()
         try:
-            model = WhisperModel(
+            model = WindowedWhisper(
                 resolve_whisper_model(reference),
                 device=settings.device,
                 compute_type=settings.compute_type,
                 cpu_threads=settings.cpu_threads,
+                margin_s=settings.window_margin_s,
             )
         except (OSError, RuntimeError, ValueError) as error:
             # Missing folders, unknown hub ids, unsupported compute types.
