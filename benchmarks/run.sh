@@ -8,7 +8,9 @@
 #                the stage deployments to scale back down;
 #   espeak       the load levels again with espeak-ng as the Portuguese voice,
 #                which costs almost nothing: what is left is the pipeline;
-#   resume       (with espeak) speakers' connections dropped every few seconds.
+#   resume       (with espeak) speakers' connections dropped every few seconds;
+#   hops         what one WebSocket message through Serve's proxy and one
+#                deployment handle call cost, without Tolk.
 # SCENARIOS="load espeak" benchmarks/run.sh runs some of them only.
 # Run it on an otherwise idle machine: every figure is a wall-clock delay.
 set -euo pipefail
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/latest}
 TOLK_URL=http://127.0.0.1:8000
 PEER_URL=ws://127.0.0.1:9090
-SCENARIOS=${SCENARIOS:-load autoscaling espeak resume}
+SCENARIOS=${SCENARIOS:-hops load autoscaling espeak resume}
 
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
@@ -47,6 +49,10 @@ stop_tolk() {
 	wait "$tolk_pid" || true
 	tolk_pid=
 }
+
+if wanted hops; then
+	.venv/bin/python benchmarks/serve_hops.py "$OUT/hops.json"
+fi
 
 if wanted load; then
 	# The peer serves the model folder that Tolk's config gives English finals.
@@ -91,9 +97,9 @@ PY
 		# 6 s each time while its session goes on.
 		.venv/bin/tolk bench "$TOLK_URL" --sessions 2 --listeners 1 \
 			--reconnect-every-s 8 --away-s 6 --out "$OUT/resume"
-		# Listeners away 25 s at a time: dozens of events to catch up on.
+		# Listeners away 90 s at a time: about a hundred events to catch up on.
 		.venv/bin/tolk bench "$TOLK_URL" --sessions 2 --listeners 2 \
-			--clips-per-session 10 --reconnect-every-s 30 --away-s 25 \
+			--clips-per-session 24 --reconnect-every-s 100 --away-s 90 \
 			--out "$OUT/resume-long"
 	fi
 	stop_tolk

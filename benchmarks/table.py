@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -127,7 +128,28 @@ def main(folder: Path) -> None:
             lines.append(
                 f"| {name} | {counts['first']} | {counts['most']} | {counts['last']} |"
             )
+    hops = folder / "hops.json"
+    if hops.exists():
+        lines += ["", *_hops(json.loads(hops.read_text()))]
     print("\n".join(lines))
+
+
+_HOPS = {
+    "websocket_echo_uvicorn": "WebSocket message and echo, plain uvicorn",
+    "websocket_echo_serve_proxy": "the same through Serve's proxy",
+    "handle_call_empty": "deployment handle call, no payload",
+    "handle_call_4s_float32": "deployment handle call, 4 s of float32 audio",
+    "handle_call_4s_int16": "deployment handle call, 4 s of int16 audio",
+}
+
+
+def _hops(figures: dict[str, dict[str, float]]) -> list[str]:
+    lines = ["| one hop, idle machine | p50 ms | p95 ms |", "|---|---|---|"]
+    for name, title in _HOPS.items():
+        if name in figures:
+            hop = figures[name]
+            lines.append(f"| {title} | {hop['p50_ms']:.1f} | {hop['p95_ms']:.1f} |")
+    return lines
 
 
 if __name__ == "__main__":
