@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from app.access import KEY_FILE, digest, new_key, read_key_file
 from app.client import TolkClientError
 from app.launcher import Launcher, LaunchError
 from app.translate_file import TranslateOptions, translate_file
@@ -22,6 +24,24 @@ cli = typer.Typer(
 console = Console(stderr=True)
 
 _DEFAULT_URL = "http://127.0.0.1:8000"
+_DEFAULT_DATA_DIR = Path(".tolk")
+
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TOLK_API_KEY",
+        show_envvar=True,
+        help="API key for creating sessions; unset: the one `tolk up` keeps in "
+        "its data folder (TOLK_DATA_DIR, default .tolk).",
+    ),
+]
+
+
+def _api_key(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    data_dir = Path(os.environ.get("TOLK_DATA_DIR") or _DEFAULT_DATA_DIR)
+    return read_key_file(data_dir / KEY_FILE)
 
 
 @cli.command()
@@ -45,6 +65,14 @@ def up(
     redis_port: Annotated[
         int, typer.Option(help="Port of the embedded Redis (0: any free one).")
     ] = 6380,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TOLK_API_KEY",
+            help="An API key the service accepts, besides those in CONFIG; "
+            "unset: one kept in DATA_DIR/api-key, made on first start.",
+        ),
+    ] = None,
 ) -> None:
     """Start Ray, Serve with CONFIG, and Redis if needed; Ctrl-C stops them all."""
     launcher = Launcher(
@@ -52,6 +80,7 @@ def up(
         redis_url=redis_url,
         data_dir=data_dir,
         redis_port=redis_port or None,
+        api_key=api_key,
         console=console,
     )
     try:
@@ -77,9 +106,11 @@ def translate(
     ] = False,
     chunk_ms: Annotated[int, typer.Option(help="Audio per message.")] = 100,
     timeout_s: Annotated[float, typer.Option(help="Give up after this long.")] = 600,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Stream FILE to the service and write the translated speech."""
     options = TranslateOptions(
+        api_key=_api_key(api_key),
         file=file,
         source=source,
         targets=targets,
@@ -148,6 +179,7 @@ def bench(
     out: Annotated[Path, typer.Option(help="Folder for report.json and plots.")] = Path(
         "bench-results"
     ),
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Stream real speech into URL at real-time pace; report delays and capacity."""
     from app.bench.runner import BenchOptions, run_bench
@@ -158,6 +190,7 @@ def bench(
         raise typer.BadParameter("--sessions takes numbers, e.g. 1,2,4") from error
     options = BenchOptions(
         url=url,
+        api_key=_api_key(api_key),
         clips_dir=clips_dir,
         out=out,
         sessions=levels,
@@ -178,6 +211,14 @@ def bench(
     except (OSError, TimeoutError, TolkClientError) as error:
         console.print(f"[red]benchmark failed:[/red] {error}")
         raise typer.Exit(1) from error
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new API key, and the digest to list under the ingress' api_keys."""
+    key = new_key()
+    typer.echo(f"key:    {key}")
+    typer.echo(f"sha256: {digest(key)}")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -135,8 +136,12 @@ def _segment_order(part: SpokenSegment) -> tuple[int, int]:
 class TolkClient:
     """Creates sessions over HTTP and opens their WebSockets."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, api_key: str | None = None, timeout_s: float = 30.0
+    ) -> None:
+        """`api_key` creates sessions; unset, it is read from TOLK_API_KEY."""
         self.base_url = base_url.rstrip("/")
+        self._api_key = api_key or os.environ.get("TOLK_API_KEY")
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
 
     async def __aenter__(self) -> TolkClient:
@@ -170,13 +175,26 @@ class TolkClient:
         self, source: str, targets: list[str], sample_rate: int
     ) -> SessionHandle:
         body = {"source": source, "targets": targets, "sample_rate": sample_rate}
-        response = await self._http.post("/v1/sessions", json=body)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        response = await self._http.post("/v1/sessions", json=body, headers=headers)
         _raise_for(response)
         created = response.json()
+        return self._handle(created["session_id"], created)
+
+    async def add_listener(self, session: SessionHandle) -> SessionHandle:
+        """A listen-only handle of the session: it receives, and sends nothing."""
+        response = await self._http.post(
+            f"/v1/sessions/{session.session_id}/listeners",
+            headers={"Authorization": f"Bearer {session.token}"},
+        )
+        _raise_for(response)
+        return self._handle(session.session_id, response.json())
+
+    def _handle(self, session_id: str, created: dict[str, Any]) -> SessionHandle:
         scheme = "wss" if self.base_url.startswith("https") else "ws"
         host = self.base_url.split("://", 1)[1]
         return SessionHandle(
-            session_id=created["session_id"],
+            session_id=session_id,
             token=created["token"],
             websocket_url=f"{scheme}://{host}{created['websocket_path']}",
         )

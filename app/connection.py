@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -15,6 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.errors import ProtocolViolation, SessionError, TolkError
 from app.fanout import RESYNC, Fanout, Subscription
+from app.metrics import IngressMetrics
 from app.processor import SessionProcessor
 from app.protocol import (
     Ack,
@@ -38,6 +40,9 @@ logger = logging.getLogger("tolk.connection")
 
 # A connection with no live event for this long checks the log by itself.
 _IDLE_CHECK_S = 5.0
+# An open connection says it is alive this often; one silent for three times
+# as long died without leaving and no longer counts against its session.
+_HEARTBEAT_S = 10.0
 
 
 class ConnectionState(Enum):
@@ -55,6 +60,7 @@ class IngressContext:
     fanout: Fanout
     registry: ProcessorRegistry
     replica: str
+    metrics: IngressMetrics
 
 
 class SessionConnection:
@@ -75,9 +81,15 @@ class SessionConnection:
         # position last acknowledged to it.
         self._input_cursor = 0
         self._acked = 0
+        self._id = secrets.token_hex(8)
+        # Seconds of audio received, and when, to hold the client to a pace.
+        self._audio_s = 0.0
+        self._opened = time.monotonic()
+        self._sample_rate = 16_000
 
     async def run(self) -> None:
         await self._socket.accept()
+        self._context.metrics.connection_opened()
         try:
             config, hello = await self._authenticate()
             async with self._context.fanout.subscribe(self._session_id) as inbox:
@@ -88,6 +100,7 @@ class SessionConnection:
             pass
         finally:
             self._state = ConnectionState.CLOSED
+            self._context.metrics.connection_closed()
             await self._exit_stack.aclose()
             logger.info(
                 "session %s: connection closed on %s",
@@ -119,7 +132,22 @@ class SessionConnection:
             raise self._violation("the first message must be a hello")
 
         config = await self._context.store.authenticate(self._session_id, hello.token)
+        if self._age_s(config) >= self._context.settings.max_session_s:
+            raise self._too_long()
         return config, hello
+
+    def _age_s(self, config: SessionConfig) -> float:
+        return time.time() - config.created_ms / 1000
+
+    def _too_long(self) -> ProtocolViolation:
+        limit = self._context.settings.max_session_s
+        return ProtocolViolation(
+            self._session_id,
+            f"the session reached its maximum length of {limit} s",
+            code="session_too_long",
+            fatal=True,
+            close_code=CloseCode.SESSION_CLOSED,
+        )
 
     def _violation(self, message: str) -> ProtocolViolation:
         return ProtocolViolation(self._session_id, message, fatal=True)
@@ -128,6 +156,9 @@ class SessionConnection:
         self, config: SessionConfig, hello: Hello, inbox: Subscription
     ) -> None:
         store = self._context.store
+        settings = self._context.settings
+        await self._join(config)
+        self._exit_stack.push_async_callback(self._leave)
         resume = await store.resume(config.session_id, hello.epoch, hello.last_event_id)
         ready = Ready(
             session_id=config.session_id,
@@ -138,6 +169,7 @@ class SessionConnection:
             epoch=resume.epoch,
             last_event_id=resume.last_event_id,
             input_samples=resume.input_samples,
+            role=config.role,
         )
         await self._send_text(ready.model_dump_json())
         self._state = ConnectionState.STREAMING
@@ -158,13 +190,49 @@ class SessionConnection:
         )
 
         cursor = hello.last_event_id
+        if cursor or hello.epoch:
+            self._context.metrics.resumed()
         if resume.status != "ok":
             cursor = await self._recovery_impossible(resume)
+        self._sample_rate = config.sample_rate
         delivery = asyncio.create_task(self._deliver(inbox, cursor))
+        heartbeat = asyncio.create_task(self._heartbeat(config))
         try:
-            await self._receive(config)
+            async with asyncio.timeout(settings.max_session_s - self._age_s(config)):
+                await self._receive(config)
+        except TimeoutError as error:
+            raise self._too_long() from error
         finally:
-            await cancel_and_wait(delivery)
+            await cancel_and_wait(delivery, heartbeat)
+
+    async def _join(self, config: SessionConfig) -> None:
+        limit = self._context.settings.max_connections_per_session
+        joined = await self._context.store.join(
+            config.session_id, self._id, limit, int(3000 * _HEARTBEAT_S)
+        )
+        if not joined:
+            raise ProtocolViolation(
+                config.session_id,
+                f"the session already has {limit} connections open",
+                code="too_many_connections",
+                fatal=True,
+                close_code=CloseCode.TOO_MANY_CONNECTIONS,
+            )
+
+    async def _heartbeat(self, config: SessionConfig) -> None:
+        while True:
+            await asyncio.sleep(_HEARTBEAT_S)
+            try:
+                await self._join(config)
+            except TolkError:
+                # Redis is down or the session is gone: the connection's other
+                # work finds out and ends it; counting can wait.
+                continue
+
+    async def _leave(self) -> None:
+        # Best effort: an entry left behind goes stale by itself.
+        with suppress(TolkError):
+            await self._context.store.leave(self._session_id, self._id)
 
     async def _receive(self, config: SessionConfig) -> None:
         limit = self._context.settings.max_frame_bytes
@@ -184,6 +252,13 @@ class SessionConnection:
                     close_code=CloseCode.MESSAGE_TOO_BIG,
                 )
             try:
+                if config.role == "listener":
+                    raise ProtocolViolation(
+                        config.session_id,
+                        "a listen-only connection sends nothing after its hello",
+                        code="forbidden",
+                        fatal=False,
+                    )
                 if data is not None:
                     await self._on_audio(config, data)
                 elif text is not None:
@@ -201,9 +276,23 @@ class SessionConnection:
                 code="bad_audio",
                 fatal=False,
             )
+        await self._keep_pace(len(data) // 2)
         start = self._input_cursor
         self._input_cursor += len(data) // 2
         await self._ack(await self._require_processor().feed(data, start))
+
+    async def _keep_pace(self, samples: int) -> None:
+        """Holds the client to `max_audio_speed` times real time, plus a burst.
+
+        Reading more slowly pushes back on a fast client through TCP; it gets
+        no error, and the replica's other sessions keep their share of CPU.
+        """
+        settings = self._context.settings
+        self._audio_s += samples / self._sample_rate
+        allowed_s = (time.monotonic() - self._opened) * settings.max_audio_speed
+        ahead_s = self._audio_s - settings.audio_burst_s - allowed_s
+        if ahead_s > 0:
+            await asyncio.sleep(ahead_s / settings.max_audio_speed)
 
     async def _on_control(self, config: SessionConfig, text: str) -> None:
         try:
@@ -236,6 +325,7 @@ class SessionConnection:
                 fatal=False,
             )
         await self._require_processor().configure(sample_rate, self._input_cursor)
+        self._sample_rate = sample_rate
 
     def _require_processor(self) -> SessionProcessor:
         assert self._processor is not None, "the processor starts before input"
@@ -303,6 +393,7 @@ class SessionConnection:
                 if until is not None and record.id > until:
                     return cursor
                 await self._send_record(record)
+                self._context.metrics.replayed(1)
                 cursor = record.id
         return cursor
 
@@ -318,6 +409,7 @@ class SessionConnection:
             resume.last_event_id,
         )
         self._epoch = resume.epoch
+        self._context.metrics.recovery_impossible(status)
         notice = RecoveryImpossible(
             reason=status, epoch=resume.epoch, last_event_id=resume.last_event_id
         )
@@ -342,6 +434,7 @@ class SessionConnection:
     async def _report(self, error: TolkError) -> None:
         message = error.message if isinstance(error, SessionError) else str(error)
         logger.warning("session %s: %s: %s", self._session_id, error.code, message)
+        self._context.metrics.error(error.code)
         payload = ErrorMessage(code=error.code, message=message).model_dump_json()
         try:
             await self._send_text(payload)

@@ -14,15 +14,17 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from app.access import ApiKeys, bearer, origin_allowed
 from app.connection import IngressContext, SessionConnection
 from app.errors import SessionEnded, SessionNotFound, StoreUnavailable, Unauthorized
 from app.fanout import Fanout
-from app.protocol import SessionCreated, SessionRequest
+from app.metrics import IngressMetrics
+from app.protocol import CloseCode, ListenerCreated, SessionCreated, SessionRequest
 from app.registry import ProcessorRegistry
 from app.segmenter import Segmenter, SegmenterConfig
 from app.settings import IngressSettings
 from app.stages import Capabilities, ServeStages
-from app.store import SessionStore
+from app.store import SessionConfig, SessionStore
 from app.tasks import cancel_and_wait
 from app.usage import UsageLedger
 from app.vad import SpeechDetector
@@ -61,13 +63,19 @@ class Ingress:
     ) -> None:
         use_serve_logs()
         self._settings = IngressSettings(**(settings or {}))
+        self._api_keys = ApiKeys(self._settings.api_keys)
+        if not self._api_keys:
+            logger.warning("no API keys configured: nobody can create sessions")
         self._store = SessionStore(
             self._settings.redis_url,
             ttl_s=self._settings.session_ttl_s,
             max_events=self._settings.event_log_max_events,
         )
         self._ledger = UsageLedger(self._store)
-        self._stages = ServeStages(transcriber, translator, synthesizer, self._ledger)
+        metrics = IngressMetrics()
+        self._stages = ServeStages(
+            transcriber, translator, synthesizer, self._ledger, metrics
+        )
         segmenter = Segmenter(
             SegmenterConfig.from_seconds(
                 threshold=self._settings.vad_threshold,
@@ -88,8 +96,10 @@ class Ingress:
                 segmenter,
                 context_chars=self._settings.context_chars,
                 phrasing=self._settings.phrasing(),
+                metrics=metrics,
             ),
             replica=serve.get_replica_context().replica_id.unique_id,
+            metrics=metrics,
         )
         self._capabilities: Capabilities | None = None
         self._capabilities_at = 0.0
@@ -124,6 +134,25 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok", "replica": self._context.replica}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Ready when Redis answers and every stage answers a question."""
+        timeout_s = self._settings.readiness_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._store.ping()
+            redis = "ok"
+        except (TimeoutError, StoreUnavailable):
+            redis = f"no answer within {timeout_s:g} s"
+        stages = await self._stages.readiness(timeout_s)
+        ready = redis == "ok" and all(state == "ok" for state in stages.values())
+        if not ready:
+            logger.warning("not ready: redis %s, stages %s", redis, stages)
+        return JSONResponse(
+            {"ready": ready, "redis": redis, "stages": stages},
+            status_code=200 if ready else 503,
+        )
 
     @api.get("/v1/deployments")
     async def deployments(self) -> dict[str, Any]:
@@ -164,8 +193,18 @@ class Ingress:
         }
 
     @api.post("/v1/sessions", status_code=201)
-    async def create_session(self, request: SessionRequest) -> SessionCreated:
+    async def create_session(
+        self, request: SessionRequest, authorization: str = Header("")
+    ) -> SessionCreated:
         settings = self._settings
+        key_id = self._api_keys.identify(bearer(authorization))
+        if key_id is None:
+            logger.warning("session refused: missing or unknown API key")
+            raise HTTPException(
+                401,
+                "send a valid API key as a Bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if (
             not settings.min_sample_rate
             <= request.sample_rate
@@ -181,14 +220,15 @@ class Ingress:
             raise HTTPException(422, refusal)
 
         try:
-            session_id, token = await self._store.create(request)
+            session_id, token = await self._store.create(request, key_id)
         except StoreUnavailable as error:
             logger.error("cannot create a session: %s", error)
             raise HTTPException(503, "the session store is unreachable") from error
         logger.info(
-            "session %s: created on %s, %d targets",
+            "session %s: created on %s with key %s, %d targets",
             session_id,
             self._context.replica,
+            key_id,
             len(request.targets),
         )
         return SessionCreated(
@@ -198,25 +238,50 @@ class Ingress:
             expires_in_s=settings.session_ttl_s,
         )
 
+    @api.post("/v1/sessions/{session_id}/listeners", status_code=201)
+    async def add_listener(
+        self, session_id: str, authorization: str = Header("")
+    ) -> ListenerCreated:
+        """Issues a listen-only token; the speaker's token asks for it."""
+        await self._speaker(session_id, authorization)
+        token = await self._store.add_listener(session_id)
+        logger.info("session %s: listener token issued", session_id)
+        return ListenerCreated(
+            session_id=session_id, token=token, websocket_path=f"/ws/{session_id}"
+        )
+
     @api.delete("/v1/sessions/{session_id}", status_code=204)
     async def close_session(
         self, session_id: str, authorization: str = Header("")
     ) -> None:
         """Ends a session now: its connections are closed and its keys deleted."""
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        await self._speaker(session_id, authorization)
+        await self._store.close(session_id)
+        logger.info("session %s: closed by its client", session_id)
+
+    async def _speaker(self, session_id: str, authorization: str) -> SessionConfig:
+        token = bearer(authorization)
+        if token is None:
             raise HTTPException(401, "send the session token as a Bearer token")
         try:
-            await self._store.authenticate(session_id, token)
+            config = await self._store.authenticate(session_id, token)
         except (SessionNotFound, SessionEnded) as error:
             raise HTTPException(404, error.message) from error
         except Unauthorized as error:
             raise HTTPException(401, error.message) from error
-        await self._store.close(session_id)
-        logger.info("session %s: closed by its client", session_id)
+        if config.role != "speaker":
+            raise HTTPException(403, "a listener's token cannot do this")
+        return config
 
     @api.websocket("/ws/{session_id}")
     async def connect(self, websocket: WebSocket, session_id: str) -> None:
+        origin = websocket.headers.get("origin")
+        host = websocket.headers.get("host")
+        if not origin_allowed(origin, host, self._settings.allowed_origins):
+            # Refused before the upgrade: the browser sees an HTTP 403.
+            logger.warning("session %s: WebSocket from a foreign origin", session_id)
+            await websocket.close(code=int(CloseCode.FORBIDDEN))
+            return
         await SessionConnection(websocket, session_id, self._context).run()
 
     async def __del__(self) -> None:

@@ -20,6 +20,7 @@ import httpx
 import yaml
 from rich.console import Console
 
+from app.access import KEY_FILE, digest, key_file
 from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 
 _READY_TIMEOUT_S = 900.0
@@ -38,12 +39,14 @@ class Launcher:
         redis_url: str | None,
         data_dir: Path,
         redis_port: int | None,
+        api_key: str | None,
         console: Console,
     ) -> None:
         self._config = config
         self._redis_url = redis_url
         self._data_dir = data_dir.resolve()
         self._redis_port = redis_port
+        self._api_key = api_key
         self._console = console
         self._redis: EmbeddedRedis | None = None
         self._serve: subprocess.Popen[str] | None = None
@@ -83,9 +86,14 @@ class Launcher:
 
     def _write_config(self, redis_url: str) -> Path:
         document: dict[str, Any] = yaml.safe_load(self._config.read_text())
-        for application in document.get("applications", []):
-            application.setdefault("args", {})["redis_url"] = redis_url
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        key_digest = digest(self._api_key or key_file(self._data_dir / KEY_FILE))
+        for application in document.get("applications", []):
+            args = application.setdefault("args", {})
+            args["redis_url"] = redis_url
+            ingress = args.setdefault("ingress", None) or {}
+            ingress["api_keys"] = [*ingress.get("api_keys", []), key_digest]
+            args["ingress"] = ingress
         derived = self._data_dir / "serve_config.yaml"
         derived.write_text(yaml.safe_dump(document, sort_keys=False))
         return derived
@@ -140,6 +148,11 @@ class Launcher:
         pairs = " ".join(f"{s}→{t}" for s, t in languages.get("pairs", []))
         self._console.print(f"language pairs: {pairs or 'none'}")
         self._console.print(f"[bold green]Tolk is ready at {base_url}[/bold green]")
+        if self._api_key is None:
+            self._console.print(
+                f"API key: in {self._data_dir / KEY_FILE}, where tolk translate "
+                "and tolk bench find it"
+            )
         self._console.print(f"logs: {self._data_dir / 'serve.log'}; Ctrl-C stops")
 
     def _wait_for_interrupt(self) -> None:

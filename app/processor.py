@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+import numpy as np
+
 from app.errors import LeaseLost, StoreUnavailable, TolkError
 from app.intake import SessionIntake
 from app.phrasing import PhrasingConfig, speech_segments
@@ -31,7 +33,6 @@ from app.protocol import (
     StreamEnded,
     TranslationText,
 )
-from app.resampling import pcm16_to_float
 from app.segmenter import Segmenter
 from app.stages import Stages
 from app.store import EndJob, SessionConfig, SessionStore, UtteranceJob
@@ -59,6 +60,7 @@ class SessionProcessor:
         context_chars: int,
         phrasing: PhrasingConfig,
         on_idle: Callable[[SessionProcessor], None],
+        on_event: Callable[[str], None] = lambda event_type: None,
     ) -> None:
         self.config = config
         self._store = store
@@ -66,6 +68,7 @@ class SessionProcessor:
         self._context_chars = context_chars
         self._phrasing = phrasing
         self._on_idle = on_idle
+        self._on_event = on_event
         self.intake = SessionIntake(
             config.session_id, store, segmenter, on_partial=self._start_partial
         )
@@ -119,6 +122,9 @@ class SessionProcessor:
     async def aclose(self) -> None:
         await cancel_and_wait(self._worker, self._partial)
 
+    # Limitation: each partial transcribes the whole utterance so far again,
+    # so a long utterance's partials cost more and more; max_utterance_s
+    # bounds it.
     def _start_partial(self, number: int, pcm16: bytes) -> None:
         # A final being transcribed here goes first: a preview would slow it.
         if self._finals_in_flight or (
@@ -131,7 +137,7 @@ class SessionProcessor:
 
     async def _transcribe_partial(self, number: int, pcm16: bytes) -> None:
         request = TranscriptionRequest(
-            audio=pcm16_to_float(pcm16),
+            audio=_samples(pcm16),
             language=self.config.source,
             prompt=self._context or None,
             partial=True,
@@ -151,11 +157,13 @@ class SessionProcessor:
         try:
             # Dropped by the store if the utterance has ended meanwhile,
             # wherever its end arrived: a preview never follows its final.
-            await self._store.emit(
+            logged = await self._store.emit(
                 self.session_id,
                 Partial(utterance=number, text=text),
                 while_open=number,
             )
+            if logged:
+                self._on_event("partial")
         except TolkError as error:
             logger.warning(
                 "session %s: partial not sent: %s", self.session_id, error.code
@@ -218,8 +226,6 @@ class SessionProcessor:
         hold back the transcript of what the speaker said since. A job is
         completed once all its output is logged.
         """
-        # Another replica may have processed jobs since this one did.
-        self._context = await self._store.context(self.session_id)
         rendering: asyncio.Task[None] | None = None
         taken = 0
         try:
@@ -227,18 +233,17 @@ class SessionProcessor:
                 if rendering is not None and rendering.done():
                     # Raises what made the render fail, e.g. a lost lease.
                     rendering.result()
-                # Only the numbers are polled: a job's audio is read once.
-                pending = await self._store.pending_jobs(self.session_id)
-                fresh = [seq for seq in pending if seq > taken]
-                if not fresh:
+                upcoming = await self._store.next_job(self.session_id, taken)
+                if taken == 0:
+                    # Another replica may have processed jobs since this one did.
+                    self._context = upcoming.context
+                job = upcoming.job
+                if job is None:
                     if rendering is None or rendering.done():
                         break
                     await self._until_done_or_woken(rendering)
                     continue
-                taken = fresh[0]
-                job = await self._store.job(self.session_id, taken)
-                if job is None:
-                    continue
+                taken = job.seq
                 if isinstance(job, EndJob):
                     if rendering is not None:
                         await rendering
@@ -247,7 +252,7 @@ class SessionProcessor:
                     )
                     await self._complete(job.seq, self._context)
                     continue
-                text, steps = await self._recognize(job)
+                text, steps = await self._recognize(job, upcoming.steps)
                 rendering = _detached(
                     self._render_and_complete(
                         job, text, steps, self._context, rendering
@@ -300,9 +305,11 @@ class SessionProcessor:
     async def _emit(
         self, seq: int, step: str, event: SessionEvent, payload: bytes = b""
     ) -> int:
-        return await self._store.emit(
+        event_id = await self._store.emit(
             self.session_id, event, payload, owner=self._token, step=f"j{seq}:{step}"
         )
+        self._on_event(event.type)
+        return event_id
 
     async def _logged_text(self, event_id: int | None) -> str | None:
         """The text of an event already in the log, when a job is taken over."""
@@ -313,13 +320,14 @@ class SessionProcessor:
 
     # Stage calls catch every error: Ray re-raises whatever the remote stage
     # raised, and one utterance's failure must not end the session's stream.
-    async def _recognize(self, job: UtteranceJob) -> tuple[str | None, dict[str, int]]:
+    async def _recognize(
+        self, job: UtteranceJob, steps: dict[str, int]
+    ) -> tuple[str | None, dict[str, int]]:
         """The job's transcript, from the log when it was made before; its steps.
 
         None when transcription failed. The session's context moves on here,
         so the next job is transcribed with this one's text as its prompt.
         """
-        steps = await self._store.logged_steps(self.session_id, job.seq)
         if steps:
             logger.info(
                 "session %s: resuming utterance %d after %d logged steps",
@@ -359,7 +367,7 @@ class SessionProcessor:
     async def _transcribe(self, job: UtteranceJob) -> str | None:
         source, utterance = self.config.source, job.utterance
         request = TranscriptionRequest(
-            audio=pcm16_to_float(utterance.pcm),
+            audio=_samples(utterance.pcm),
             language=source,
             prompt=self._context or None,
         )
@@ -470,6 +478,12 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
                 group.create_task(coroutine)
     except BaseExceptionGroup as failures:
         raise failures.exceptions[0] from None
+
+
+def _samples(pcm16: bytes) -> np.ndarray:
+    # The recognizer takes int16 as it takes float32: half the bytes to carry
+    # through Ray, and no copy here.
+    return np.frombuffer(pcm16, dtype="<i2")
 
 
 def _detached(coroutine: object, name: str) -> asyncio.Task[None]:

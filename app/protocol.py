@@ -25,10 +25,12 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
     BAD_REQUEST = 4400
     UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
     SESSION_NOT_FOUND = 4404
     AUTH_TIMEOUT = 4408
     RESYNC_INPUT = 4409
     SESSION_CLOSED = 4410
+    TOO_MANY_CONNECTIONS = 4429
 
 
 class _Message(BaseModel):
@@ -96,6 +98,14 @@ class SessionCreated(_Message):
     expires_in_s: int
 
 
+class ListenerCreated(_Message):
+    """Answer to `POST /v1/sessions/{id}/listeners`: a listen-only token."""
+
+    session_id: str
+    token: str
+    websocket_path: str
+
+
 class Ready(_Message):
     """Sent once the hello is accepted.
 
@@ -112,6 +122,7 @@ class Ready(_Message):
     epoch: str
     last_event_id: int
     input_samples: int
+    role: Literal["speaker", "listener"] = "speaker"
 
 
 class Ack(_Message):

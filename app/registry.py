@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from app.metrics import IngressMetrics
 from app.phrasing import PhrasingConfig
 from app.processor import SessionProcessor
 from app.segmenter import Segmenter
@@ -27,8 +28,10 @@ class ProcessorRegistry:
         *,
         context_chars: int,
         phrasing: PhrasingConfig,
+        metrics: IngressMetrics,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._stages = stages
         self._segmenter = segmenter
         self._context_chars = context_chars
@@ -70,9 +73,11 @@ class ProcessorRegistry:
                     context_chars=self._context_chars,
                     phrasing=self._phrasing,
                     on_idle=self._release_if_unused,
+                    on_event=self._metrics.event,
                 )
                 processor.start()
                 self._processors[session_id] = processor
+                self._metrics.sessions(len(self._processors))
                 logger.info("session %s: processing on this replica", session_id)
         return processor
 
@@ -83,5 +88,6 @@ class ProcessorRegistry:
             return
         del self._processors[processor.session_id]
         self._starting.pop(processor.session_id, None)
+        self._metrics.sessions(len(self._processors))
         asyncio.get_running_loop().create_task(processor.aclose())
         logger.info("session %s: processing released", processor.session_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.phrasing import PhrasingConfig
@@ -11,11 +11,24 @@ from app.phrasing import PhrasingConfig
 class IngressSettings(BaseSettings):
     """What the ingress needs to hold sessions; every field has an env var TOLK_*."""
 
-    model_config = SettingsConfigDict(env_prefix="TOLK_", extra="forbid")
+    # Errors never echo a value: a misplaced secret must not reach a log.
+    model_config = SettingsConfigDict(
+        env_prefix="TOLK_", extra="forbid", hide_input_in_errors=True
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         description="Redis that holds every session's state and output log.",
+    )
+    api_keys: list[str] = Field(
+        [],
+        description="SHA-256 hex digests of the API keys that may create "
+        "sessions (`tolk keygen` makes a key and its digest); none: nobody can.",
+    )
+    allowed_origins: list[str] = Field(
+        [],
+        description="Origins (scheme://host:port) whose pages may open "
+        "WebSockets besides the service's own; '*' allows any.",
     )
     session_ttl_s: int = Field(
         3600, ge=10, description="Idle time after which a session's keys expire."
@@ -23,11 +36,32 @@ class IngressSettings(BaseSettings):
     event_log_max_events: int = Field(
         1000, ge=10, description="Output events kept per session for catch-up."
     )
+    readiness_timeout_s: float = Field(
+        5.0, gt=0, description="Time Redis and each stage have to answer /readyz."
+    )
     auth_timeout_s: float = Field(
         10.0, gt=0, description="Time a new WebSocket has to send its hello."
     )
     max_frame_bytes: int = Field(
         1 << 20, ge=1024, description="Largest WebSocket message accepted."
+    )
+    max_audio_speed: float = Field(
+        4.0,
+        ge=1.0,
+        description="Audio is read no faster than this multiple of real time; "
+        "a faster client is slowed down.",
+    )
+    audio_burst_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds of audio a connection may send ahead of that pace, "
+        "e.g. what a client buffered while reconnecting.",
+    )
+    max_connections_per_session: int = Field(
+        16, ge=1, description="Open connections one session may have."
+    )
+    max_session_s: int = Field(
+        4 * 3600, ge=60, description="Longest a session lasts from its creation."
     )
     min_sample_rate: int = Field(8000, description="Lowest input sample rate.")
     max_sample_rate: int = Field(192_000, description="Highest input sample rate.")
@@ -56,6 +90,15 @@ class IngressSettings(BaseSettings):
     max_segment_words: int = Field(
         40, ge=1, description="Most words in one synthesized segment."
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _digests_only(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+                # The message must not echo the value: it may be a raw key.
+                raise ValueError("api_keys holds SHA-256 hex digests, not keys")
+        return keys
 
     def phrasing(self) -> PhrasingConfig:
         return PhrasingConfig(

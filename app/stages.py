@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ray.serve.handle import DeploymentHandle
 
+from app.metrics import IngressMetrics
 from app.usage import UsageLedger
 from deployments.schema import Speech, Transcript, TranscriptionRequest, Translation
 
@@ -48,28 +50,50 @@ class ServeStages:
         translator: DeploymentHandle,
         synthesizer: DeploymentHandle,
         ledger: UsageLedger,
+        metrics: IngressMetrics,
     ) -> None:
         self._transcriber = transcriber
         self._translator = translator
         self._synthesizer = synthesizer
         self._ledger = ledger
+        self._metrics = metrics
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
-        transcript: Transcript = await self._transcriber.transcribe.remote(request)
+        # Partials are timed apart: they are many, cheaper, and may be dropped.
+        stage = "partial_transcription" if request.partial else "transcription"
+        with self._metrics.stage_call(stage):
+            transcript: Transcript = await self._transcriber.transcribe.remote(request)
+        self._metrics.stage_compute(stage, transcript.compute_s)
         self._ledger.note("transcription", transcript.usage)
         return transcript
 
     async def translate(self, text: str, source: str, target: str) -> Translation:
-        result: Translation = await self._translator.translate.remote(
-            text, source, target
-        )
+        with self._metrics.stage_call("translation"):
+            result: Translation = await self._translator.translate.remote(
+                text, source, target
+            )
+        self._metrics.stage_compute("translation", result.compute_s)
         self._ledger.note("translation", result.usage)
         return result
 
     async def synthesize(self, text: str, language: str) -> Speech:
-        speech: Speech = await self._synthesizer.synthesize.remote(text, language)
+        with self._metrics.stage_call("synthesis"):
+            speech: Speech = await self._synthesizer.synthesize.remote(text, language)
+        self._metrics.stage_compute("synthesis", speech.compute_s)
         self._ledger.note("synthesis", speech.usage)
         return speech
+
+    async def readiness(self, timeout_s: float) -> dict[str, str]:
+        """ "ok" for each stage that answers within `timeout_s`, else why not."""
+        calls = {
+            "transcription": self._transcriber.languages,
+            "translation": self._translator.pairs,
+            "synthesis": self._synthesizer.languages,
+        }
+        answers = await asyncio.gather(
+            *(_answer(call, timeout_s) for call in calls.values())
+        )
+        return dict(zip(calls, answers, strict=True))
 
     async def capabilities(self) -> Capabilities:
         transcription = await self._transcriber.languages.remote()
@@ -80,3 +104,15 @@ class ServeStages:
             pairs=sorted((source, target) for source, target in pairs),
             speech=sorted(speech),
         )
+
+
+async def _answer(method: Any, timeout_s: float) -> str:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await method.remote()
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except Exception as error:
+        # Whatever the stage raised, or Ray's error for a dead replica.
+        return f"failed: {type(error).__name__}"
+    return "ok"

@@ -21,14 +21,13 @@ write.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as redis
@@ -37,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.access import digest
 from app.errors import (
     InputMoved,
     LeaseLost,
@@ -51,7 +51,15 @@ from app.wire import CLOSED_NOTICE, EventRecord, header_body
 
 T = TypeVar("T")
 
-_SESSION_KEYS = ("session", "audio", "jobs", "steps", "events")
+_SESSION_KEYS = (
+    "session",
+    "audio",
+    "jobs",
+    "steps",
+    "events",
+    "listeners",
+    "connections",
+)
 
 # Puts the id at the front of the header, logs the event and publishes it, in
 # one step, so that log order, id order and publish order are the same. A
@@ -135,6 +143,35 @@ redis.call('HSET', KEYS[1], 'context', ARGV[2])
 return 1
 """
 
+# The first pending job after ARGV[1], what of its output is logged, and the
+# session's context, in one round trip: a job's audio is read once, and only
+# the job that is taken.
+_NEXT_JOB_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+local after = tonumber(ARGV[1])
+local next_seq = nil
+local pending = 0
+for _, seq in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local number = tonumber(seq)
+  pending = pending + 1
+  if number > after and (next_seq == nil or number < next_seq) then
+    next_seq = number
+  end
+end
+local context = redis.call('HGET', KEYS[1], 'context') or ''
+if next_seq == nil then return {pending, context} end
+local steps = {}
+local prefix = 'j' .. next_seq .. ':'
+local logged = redis.call('HGETALL', KEYS[3])
+for i = 1, #logged, 2 do
+  if string.sub(logged[i], 1, #prefix) == prefix then
+    table.insert(steps, string.sub(logged[i], #prefix + 1))
+    table.insert(steps, logged[i + 1])
+  end
+end
+return {pending, context, next_seq, redis.call('HGET', KEYS[2], next_seq), steps}
+"""
+
 # The processing lease. A new holder gets a fresh token from a counter, so
 # tokens never repeat; renewing needs the token still in place.
 _ACQUIRE_SCRIPT = """
@@ -207,6 +244,31 @@ return {epoch, newest, samples, 'ok'}
 
 # Ends a session for good: keys go, connections hear it, a marker stays so
 # that late connections learn why.
+# A listener's token is only ever added to a session that still exists, and
+# expires with it.
+_ADD_LISTENER_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+redis.call('HSET', KEYS[2], ARGV[1], '1')
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# Open connections by the time they last said they were alive, in Redis' clock
+# so that replicas' clocks do not matter.
+_JOIN_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false
+   and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
 _CLOSE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
@@ -222,6 +284,9 @@ class SessionConfig:
     source: str
     targets: list[str]
     sample_rate: int
+    # "speaker" sends audio; a "listener" only receives the session's output.
+    role: Literal["speaker", "listener"] = "speaker"
+    created_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -278,6 +343,20 @@ Job = UtteranceJob | EndJob
 
 
 @dataclass(frozen=True)
+class NextJob:
+    """A job to take, if any, with the output of it already logged.
+
+    `pending` counts all the session's pending jobs, those taken before
+    included; `context` is the session's stored context.
+    """
+
+    pending: int
+    context: str
+    job: Job | None = None
+    steps: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Resume:
     """Where a connection starts: the log's epoch and newest id, the input."""
 
@@ -285,10 +364,6 @@ class Resume:
     last_event_id: int
     input_samples: int
     status: Literal["ok", "trimmed", "history_lost"]
-
-
-def _token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _parse_job(seq: int, data: bytes) -> Job:
@@ -322,10 +397,13 @@ class SessionStore:
         self._input = self._redis.register_script(_INPUT_SCRIPT)
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
         self._acquire = self._redis.register_script(_ACQUIRE_SCRIPT)
+        self._next_job = self._redis.register_script(_NEXT_JOB_SCRIPT)
         self._renew = self._redis.register_script(_RENEW_SCRIPT)
         self._release = self._redis.register_script(_RELEASE_SCRIPT)
         self._resume = self._redis.register_script(_RESUME_SCRIPT)
         self._close = self._redis.register_script(_CLOSE_SCRIPT)
+        self._add_listener = self._redis.register_script(_ADD_LISTENER_SCRIPT)
+        self._join = self._redis.register_script(_JOIN_SCRIPT)
 
     @property
     def client(self) -> redis.Redis:
@@ -371,15 +449,21 @@ class SessionStore:
     async def ping(self) -> None:
         await self._call(self._redis.ping)
 
-    async def create(self, request: SessionRequest) -> tuple[str, str]:
-        """Stores a new session; returns its id and its secret token."""
+    async def create(
+        self, request: SessionRequest, api_key: str = ""
+    ) -> tuple[str, str]:
+        """Stores a new session; returns its id and its speaker's secret token.
+
+        `api_key` is the id of the key that created it.
+        """
         session_id = secrets.token_hex(12)
         token = secrets.token_urlsafe(32)
         fields: dict[str, Any] = {
             "source": request.source,
             "targets": json.dumps(request.targets),
             "sample_rate": request.sample_rate,
-            "token_sha256": _token_digest(token),
+            "token_sha256": digest(token),
+            "api_key": api_key,
             "created_ms": int(time.time() * 1000),
             "epoch": secrets.token_hex(6),
             "next_event": 0,
@@ -400,22 +484,41 @@ class SessionStore:
         await self._call(write)
         return session_id, token
 
+    async def add_listener(self, session_id: str) -> str:
+        """Issues a listen-only token for the session; returns it."""
+        token = secrets.token_urlsafe(32)
+        keys = self._keys(session_id, "session", "listeners")
+        args = [digest(token), self._ttl_s]
+        await self._script(session_id, self._add_listener, keys, args)
+        return token
+
     async def authenticate(self, session_id: str, token: str) -> SessionConfig:
-        """Checks the token in constant time and refreshes the session's TTL."""
-        fields = await self._call(
-            lambda: self._redis.hmget(
-                self._key(session_id, "session"),
-                ["token_sha256", "source", "targets", "sample_rate"],
-            )
-        )
-        expected, source, targets, sample_rate = fields
+        """Checks a speaker or listener token in constant time; refreshes the TTL."""
+        session_key, listeners_key = self._keys(session_id, "session", "listeners")
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(
+                    session_key,
+                    ["token_sha256", "source", "targets", "sample_rate", "created_ms"],
+                )
+                pipe.hkeys(listeners_key)
+                return list(await pipe.execute())
+
+        fields, listeners = await self._call(read)
+        expected, source, targets, sample_rate, created_ms = fields
         if expected is None:
             closed = self._key(session_id, "closed")
             if await self._call(lambda: self._redis.exists(closed)):
                 raise SessionEnded(session_id, "the session was closed")
             raise SessionNotFound(session_id, "no such session, or it expired")
 
-        if not hmac.compare_digest(expected.decode(), _token_digest(token)):
+        presented = digest(token)
+        speaker = hmac.compare_digest(expected.decode(), presented)
+        listener = False
+        for known in listeners:
+            listener |= hmac.compare_digest(known.decode(), presented)
+        if not (speaker or listener):
             raise Unauthorized(session_id, "the token does not open this session")
 
         await self.touch(session_id)
@@ -424,7 +527,26 @@ class SessionStore:
             source=source.decode(),
             targets=json.loads(targets),
             sample_rate=int(sample_rate),
+            role="speaker" if speaker else "listener",
+            created_ms=int(created_ms or 0),
         )
+
+    async def join(
+        self, session_id: str, connection: str, limit: int, stale_ms: int
+    ) -> bool:
+        """Counts a connection into its session; False if `limit` are open.
+
+        Each connection renews its entry (`join` again) well within
+        `stale_ms`; entries older than that belong to connections that died
+        without leaving and no longer count.
+        """
+        keys = self._keys(session_id, "session", "connections")
+        args = [connection, limit, stale_ms, self._ttl_s]
+        return bool(await self._script(session_id, self._join, keys, args))
+
+    async def leave(self, session_id: str, connection: str) -> None:
+        key = self._key(session_id, "connections")
+        await self._call(lambda: self._redis.zrem(key, connection))
 
     async def touch(self, session_id: str) -> None:
         """Refreshes the TTL of a session's keys; a no-op for missing ones."""
@@ -554,34 +676,27 @@ class SessionStore:
             stages.setdefault(stage, {})[replica] = float(cpu_s)
         return stages
 
-    async def context(self, session_id: str) -> str:
-        """Recent transcript of the session, the recognizer's prompt."""
-        key = self._key(session_id, "session")
-        value = await self._call(lambda: self._redis.hget(key, "context"))
-        return (value or b"").decode()
-
     async def pending_jobs(self, session_id: str) -> list[int]:
         """Sequence numbers of jobs whose output is not completely logged."""
         key = self._key(session_id, "jobs")
         numbers = await self._call(lambda: self._redis.hkeys(key))
         return sorted(int(number) for number in numbers)
 
-    async def job(self, session_id: str, seq: int) -> Job | None:
-        """A pending job, or None once completed."""
-        key = self._key(session_id, "jobs")
-        data = await self._call(lambda: self._redis.hget(key, seq))
-        return None if data is None else _parse_job(seq, data)
-
-    async def logged_steps(self, session_id: str, seq: int) -> dict[str, int]:
-        """Output of a job that is already in the log, by step name."""
-        key = self._key(session_id, "steps")
-        steps = await self._call(lambda: self._redis.hgetall(key))
-        prefix = f"j{seq}:".encode()
-        return {
-            step[len(prefix) :].decode(): int(event_id)
-            for step, event_id in steps.items()
-            if step.startswith(prefix)
-        }
+    async def next_job(self, session_id: str, after: int) -> NextJob:
+        """The first pending job numbered above `after`, with what it needs."""
+        keys = self._keys(session_id, "session", "jobs", "steps")
+        reply = await self._script(session_id, self._next_job, keys, [after])
+        context = reply[1].decode()
+        if len(reply) == 2:
+            return NextJob(pending=int(reply[0]), context=context)
+        seq, flat = int(reply[2]), reply[4]
+        steps = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return NextJob(
+            pending=int(reply[0]),
+            context=context,
+            job=_parse_job(seq, reply[3]),
+            steps=steps,
+        )
 
     async def event(self, session_id: str, event_id: int) -> EventRecord | None:
         key = self._key(session_id, "events")

@@ -20,6 +20,7 @@ class TranslateOptions:
     targets: list[str]
     out: Path
     url: str
+    api_key: str | None = None
     fast: bool = False
     chunk_ms: int = 100
     timeout_s: float = 600
@@ -34,7 +35,7 @@ def output_paths(out: Path, targets: list[str]) -> dict[str, Path]:
 
 async def translate_file(options: TranslateOptions, console: Console) -> SessionOutput:
     pcm, rate = read_pcm16(options.file)
-    async with TolkClient(options.url) as client:
+    async with TolkClient(options.url, api_key=options.api_key) as client:
         try:
             session = await client.create_session(options.source, options.targets, rate)
         except TolkClientError as error:

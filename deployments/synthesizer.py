@@ -7,6 +7,7 @@ import dataclasses
 
 from ray import serve
 
+from deployments.health import StageHealth
 from deployments.logs import use_serve_logs
 from deployments.schema import Speech
 from deployments.synthesis.voices import SpeechSynthesizer, SynthesizerSettings
@@ -28,6 +29,7 @@ class Synthesizer:
 
     def __init__(self, settings: dict | None = None) -> None:
         use_serve_logs()
+        self._health = StageHealth("synthesis")
         self._synthesizer = SpeechSynthesizer(
             SynthesizerSettings.model_validate(settings or {})
         )
@@ -50,7 +52,10 @@ class Synthesizer:
             UnsupportedLanguage: no available voice speaks `language`.
             BackendFailed: the backend could not speak this text.
         """
-        speech = await asyncio.to_thread(self._synthesizer.synthesize, text, language)
+        with self._health.call():
+            speech = await asyncio.to_thread(
+                self._synthesizer.synthesize, text, language
+            )
         return dataclasses.replace(speech, usage=replica_usage())
 
     def languages(self) -> list[str]:
@@ -58,4 +63,5 @@ class Synthesizer:
         return self._synthesizer.languages()
 
     def check_health(self) -> None:
-        """Backends load in `__init__`, so a replica that answers is healthy."""
+        """Fails while every call fails, so Serve replaces the replica."""
+        self._health.check()

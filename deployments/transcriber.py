@@ -7,6 +7,7 @@ import dataclasses
 
 from ray import serve
 
+from deployments.health import StageHealth
 from deployments.logs import use_serve_logs
 from deployments.recognition import SpeechRecognizer, TranscriberSettings
 from deployments.schema import Transcript, TranscriptionRequest
@@ -28,6 +29,7 @@ class Transcriber:
 
     def __init__(self, settings: dict | None = None) -> None:
         use_serve_logs()
+        self._health = StageHealth("transcription")
         self._recognizer = SpeechRecognizer(
             TranscriberSettings.model_validate(settings or {})
         )
@@ -43,7 +45,8 @@ class Transcriber:
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
         """Recognise one utterance (16 kHz mono float32), final or partial."""
-        transcript = await asyncio.to_thread(self._recognizer.transcribe, request)
+        with self._health.call():
+            transcript = await asyncio.to_thread(self._recognizer.transcribe, request)
         return dataclasses.replace(transcript, usage=replica_usage())
 
     def languages(self) -> list[str]:
@@ -51,4 +54,5 @@ class Transcriber:
         return self._recognizer.languages()
 
     def check_health(self) -> None:
-        """The model loads in `__init__`, so a replica that answers is healthy."""
+        """Fails while the model fails every call, so Serve replaces the replica."""
+        self._health.check()

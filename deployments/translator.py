@@ -8,6 +8,7 @@ import dataclasses
 from ray import serve
 
 from deployments.errors import StageError
+from deployments.health import StageHealth
 from deployments.logs import use_serve_logs
 from deployments.schema import Translation
 from deployments.translation.routing import (
@@ -36,6 +37,7 @@ class Translator:
 
     def __init__(self, settings: dict | None = None) -> None:
         use_serve_logs()
+        self._health = StageHealth("translation")
         parsed = TranslatorSettings.model_validate(settings or {})
         self._translator = TextTranslator(parsed)
         self._apply_batching(parsed)
@@ -70,13 +72,15 @@ class Translator:
         return sorted(self._translator.pairs())
 
     def check_health(self) -> None:
-        """Backends load in `__init__`, so a replica that answers is healthy."""
+        """Fails while every batch fails, so Serve replaces the replica."""
+        self._health.check()
 
     @serve.batch(max_batch_size=_DEFAULT_BATCH.max_batch_size)
     async def _translate_batch(
         self, jobs: list[TranslationJob]
     ) -> list[Translation | StageError]:
-        return await asyncio.to_thread(self._translator.translate_batch, jobs)
+        with self._health.call():
+            return await asyncio.to_thread(self._translator.translate_batch, jobs)
 
     def _apply_batching(self, settings: TranslatorSettings) -> None:
         self._translate_batch.set_max_batch_size(settings.max_batch_size)

@@ -42,7 +42,8 @@ def tolk_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     folder = tmp_path_factory.mktemp("tolk-up")
     config, port = _config_on_free_port(folder)
     log = (folder / "up.log").open("w")
-    environment = {k: v for k, v in os.environ.items() if k != "TOLK_REDIS_URL"}
+    # Its own Redis, and an API key of its own making, kept in its data folder.
+    environment = _without("TOLK_REDIS_URL", "TOLK_API_KEY")
     data = str(folder / "data")
     process = subprocess.Popen(
         _tolk("up", "--config", str(config), "--data-dir", data, "--redis-port", "0"),
@@ -58,6 +59,10 @@ def tolk_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         process.send_signal(signal.SIGINT)
         process.wait(120)
         log.close()
+
+
+def _without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in names}
 
 
 def _wait_for(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
@@ -83,7 +88,7 @@ def test_tolk_up_announces_languages(tolk_up: tuple[str, Path]) -> None:
 def test_tolk_translate_writes_speech_per_language(
     tolk_up: tuple[str, Path], tmp_path: Path
 ) -> None:
-    url, _ = tolk_up
+    url, folder = tolk_up
     out = tmp_path / "out.wav"
 
     result = subprocess.run(
@@ -96,6 +101,8 @@ def test_tolk_translate_writes_speech_per_language(
         capture_output=True,
         text=True,
         timeout=300,
+        # The key that `tolk up` made, found where it keeps it.
+        env={**_without("TOLK_API_KEY"), "TOLK_DATA_DIR": str(folder / "data")},
     )
 
     assert result.returncode == 0, result.stderr
@@ -129,3 +136,15 @@ def test_tolk_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         ["pgrep", "-f", f"redis-server 127.0.0.1:{redis_port}"], capture_output=True
     )
     assert leftovers.returncode == 1, leftovers.stdout
+
+
+def test_tolk_up_keeps_its_api_key_private(tolk_up: tuple[str, Path]) -> None:
+    _, folder = tolk_up
+    key_path = folder / "data" / "api-key"
+
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    key = key_path.read_text().strip()
+    assert len(key) >= 40
+    # Only the digest goes into the deployed config, and nothing into the log.
+    assert key not in (folder / "data" / "serve_config.yaml").read_text()
+    assert key not in (folder / "up.log").read_text()

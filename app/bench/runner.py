@@ -69,6 +69,8 @@ class BenchOptions:
     peer_url: str | None = None
     # The serve config whose stage settings the baseline loads.
     config: Path = Path("serve_config.yaml")
+    # Creates the sessions; None: TOLK_API_KEY.
+    api_key: str | None = None
 
 
 async def run_bench(options: BenchOptions, console: Console) -> Report:
@@ -85,7 +87,9 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
     samples: list[UtteranceSample] = []
     replicas: list[ReplicaCount] = []
     first: SessionResult | None = None
-    async with TolkClient(options.url, timeout_s=120) as client:
+    async with TolkClient(
+        options.url, api_key=options.api_key, timeout_s=120
+    ) as client:
         run_started = time.monotonic()
         watching = asyncio.create_task(
             _watch_replicas(client, options.poll_replicas_s, run_started, replicas)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app.protocol import (
@@ -89,3 +91,59 @@ def test_output_paths_one_file_per_language(tmp_path) -> None:
         "es": tmp_path / "out.es.wav",
         "pt": tmp_path / "out.pt.wav",
     }
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+_TYPES = st.sampled_from(["hello", "config", "end", "audio", "", "HELLO"])
+
+
+@given(st.dictionaries(st.text(max_size=12), _JSON, max_size=5), _TYPES)
+def test_any_json_object_parses_or_is_refused_cleanly(
+    fields: dict[str, object], kind: str
+) -> None:
+    text = json.dumps({**fields, "type": kind})
+    try:
+        message = client_message_adapter.validate_json(text)
+    except ValidationError:
+        return
+    assert isinstance(message, Hello | Configure | EndOfStream)
+    assert message.type == kind
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_any_bytes_parse_or_are_refused_cleanly(data: bytes) -> None:
+    try:
+        client_message_adapter.validate_json(data)
+    except ValidationError:
+        return
+
+
+@given(
+    st.text(min_size=1, max_size=512),
+    st.integers(min_value=0, max_value=2**53),
+    st.none() | st.text(min_size=1, max_size=64),
+)
+def test_every_valid_hello_survives_the_wire(
+    token: str, last_event_id: int, epoch: str | None
+) -> None:
+    hello = Hello(type="hello", token=token, last_event_id=last_event_id, epoch=epoch)
+    assert client_message_adapter.validate_json(hello.model_dump_json()) == hello
+
+
+@given(st.dictionaries(st.text(max_size=10), _JSON, max_size=6))
+def test_session_requests_parse_or_are_refused_cleanly(
+    fields: dict[str, object],
+) -> None:
+    try:
+        request = SessionRequest.model_validate(fields)
+    except ValidationError:
+        return
+    assert 1 <= len(request.targets) <= 8
+    assert len(set(request.targets)) == len(request.targets)

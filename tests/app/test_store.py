@@ -91,6 +91,51 @@ async def test_store_keeps_no_plain_token(store: SessionStore) -> None:
     assert all(session_id.encode() in k for k in keys)
 
 
+async def test_listener_tokens_open_their_session_to_listen(
+    store: SessionStore,
+) -> None:
+    session_id, speaker = await store.create(REQUEST, "key1")
+    listener = await store.add_listener(session_id)
+    other_id, _ = await store.create(REQUEST)
+
+    assert (await store.authenticate(session_id, speaker)).role == "speaker"
+    assert (await store.authenticate(session_id, listener)).role == "listener"
+    with pytest.raises(Unauthorized):
+        await store.authenticate(other_id, listener)
+    with pytest.raises(SessionNotFound):
+        await store.add_listener("nope")
+    # Listener tokens are kept as digests, and go with the session.
+    keys = await store.client.keys("*")
+    dump = repr([await store.client.dump(k) for k in keys])
+    assert listener not in dump
+    await store.close(session_id)
+    with pytest.raises(SessionEnded):
+        await store.authenticate(session_id, listener)
+
+
+async def test_connections_are_counted_up_to_the_limit(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    assert await store.join(session_id, "a", 2, stale_ms=60_000)
+    assert await store.join(session_id, "b", 2, stale_ms=60_000)
+    assert not await store.join(session_id, "c", 2, stale_ms=60_000)
+    # One already counted renews its place; one that left frees it.
+    assert await store.join(session_id, "a", 2, stale_ms=60_000)
+    await store.leave(session_id, "b")
+    assert await store.join(session_id, "c", 2, stale_ms=60_000)
+
+
+async def test_connections_that_went_quiet_stop_counting(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    assert await store.join(session_id, "a", 1, stale_ms=200)
+    assert not await store.join(session_id, "b", 1, stale_ms=200)
+    await asyncio.sleep(0.3)
+    assert await store.join(session_id, "b", 1, stale_ms=200)
+    with pytest.raises(SessionNotFound):
+        await store.join("nope", "a", 1, stale_ms=200)
+
+
 async def test_store_event_ids_increase_and_replay(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
 
@@ -252,14 +297,14 @@ async def test_ended_utterances_become_numbered_jobs(store: SessionStore) -> Non
     assert written.utterances == [3]
 
     assert await store.pending_jobs(session_id) == [1, 2, 3]
-    assert await store.job(session_id, 1) == UtteranceJob(
+    assert (await store.next_job(session_id, 0)).job == UtteranceJob(
         seq=1, number=1, utterance=first
     )
-    assert await store.job(session_id, 3) == UtteranceJob(
-        seq=3, number=3, utterance=third
-    )
+    upcoming = await store.next_job(session_id, 2)
+    assert upcoming.job == UtteranceJob(seq=3, number=3, utterance=third)
+    assert upcoming.pending == 3 and upcoming.steps == {}
     assert (await store.input_state(session_id)).utterances == 3
-    assert await store.job(session_id, 4) is None
+    assert (await store.next_job(session_id, 3)).job is None
 
 
 async def test_pending_jobs_are_in_sequence_order(store: SessionStore) -> None:
@@ -270,6 +315,8 @@ async def test_pending_jobs_are_in_sequence_order(store: SessionStore) -> None:
 
     # Numerically, not as strings: 10 comes after 9.
     assert await store.pending_jobs(session_id) == list(range(1, 13))
+    upcoming = await store.next_job(session_id, 9)
+    assert upcoming.job is not None and upcoming.job.seq == 10
 
 
 async def test_end_queues_one_end_job_per_position(store: SessionStore) -> None:
@@ -281,7 +328,7 @@ async def test_end_queues_one_end_job_per_position(store: SessionStore) -> None:
     assert written.utterances == [1, 2]
     # The end comes after the utterances that ended in the same chunk.
     assert await store.pending_jobs(session_id) == [1, 2, 3]
-    assert await store.job(session_id, 3) == EndJob(seq=3, utterances=2)
+    assert (await store.next_job(session_id, 2)).job == EndJob(seq=3, utterances=2)
 
     # A repeated end, e.g. after a reconnection, asks for nothing new.
     written = await store.write_input(session_id, chunk(written.version, 0, end=True))
@@ -292,7 +339,7 @@ async def test_end_queues_one_end_job_per_position(store: SessionStore) -> None:
     )
     assert written.utterances == [3]
     assert await store.pending_jobs(session_id) == [1, 2, 3, 4, 5]
-    assert await store.job(session_id, 5) == EndJob(seq=5, utterances=3)
+    assert (await store.next_job(session_id, 4)).job == EndJob(seq=5, utterances=3)
 
 
 async def test_end_without_any_audio_is_queued(store: SessionStore) -> None:
@@ -302,7 +349,7 @@ async def test_end_without_any_audio_is_queued(store: SessionStore) -> None:
     await store.write_input(session_id, chunk(1, 0, end=True))
 
     assert await store.pending_jobs(session_id) == [1]
-    assert await store.job(session_id, 1) == EndJob(seq=1, utterances=0)
+    assert (await store.next_job(session_id, 0)).job == EndJob(seq=1, utterances=0)
 
 
 async def test_one_of_many_concurrent_writes_wins(store: SessionStore) -> None:
@@ -349,17 +396,20 @@ async def test_a_step_is_logged_and_published_once(store: SessionStore) -> None:
 
 async def test_logged_steps_are_those_of_one_job(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
+    await store.write_input(
+        session_id, chunk(0, ended=tuple(map(utterance, range(12))))
+    )
     ids = {
         step: await store.emit(session_id, final(step), step=step)
         for step in ("j1:final", "j1:es", "j2:final", "j12:final")
     }
 
-    assert await store.logged_steps(session_id, 1) == {
+    assert (await store.next_job(session_id, 0)).steps == {
         "final": ids["j1:final"],
         "es": ids["j1:es"],
     }
-    assert await store.logged_steps(session_id, 12) == {"final": ids["j12:final"]}
-    assert await store.logged_steps(session_id, 3) == {}
+    assert (await store.next_job(session_id, 11)).steps == {"final": ids["j12:final"]}
+    assert (await store.next_job(session_id, 2)).steps == {}
 
 
 async def test_event_reads_back_one_record(store: SessionStore) -> None:
@@ -395,10 +445,10 @@ async def test_complete_job_forgets_the_job_and_its_steps(
     await store.complete_job(session_id, 1, "first words", owner=token)
 
     assert await store.pending_jobs(session_id) == [2]
-    assert await store.job(session_id, 1) is None
-    assert await store.logged_steps(session_id, 1) == {}
-    assert await store.logged_steps(session_id, 2) == {"final": second}
-    assert await store.context(session_id) == "first words"
+    upcoming = await store.next_job(session_id, 0)
+    assert upcoming.job is not None and upcoming.job.seq == 2
+    assert upcoming.steps == {"final": second}
+    assert upcoming.context == "first words"
     # Completing does not take the output back out of the log.
     assert [r.id for r in await store.events_after(session_id, 0)] == [1, 2, 3]
 

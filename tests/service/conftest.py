@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,18 +15,27 @@ from ray import serve
 from ray.serve._private import api as serve_api
 from ray.serve.schema import ServeDeploySchema
 
+from app.access import digest, new_key
 from app.embedded_redis import EmbeddedRedis, free_port
 from deployments.recognition import SpeechRecognizer
 
 ROOT = Path(__file__).resolve().parents[2]
 _DEPLOY_TIMEOUT_S = 600
+# A page elsewhere that the tests' service lets open WebSockets.
+ALLOWED_ORIGIN = "https://app.example"
 
 
-def _deploy_config(redis_url: str, port: int) -> ServeDeploySchema:
+def _deploy_config(redis_url: str, port: int, api_key: str) -> ServeDeploySchema:
     document = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     document["http_options"] = {"host": "127.0.0.1", "port": port}
     for application in document["applications"]:
-        application.setdefault("args", {})["redis_url"] = redis_url
+        args = application.setdefault("args", {})
+        args["redis_url"] = redis_url
+        args["ingress"] = {
+            **(args.get("ingress") or {}),
+            "api_keys": [digest(api_key)],
+            "allowed_origins": [ALLOWED_ORIGIN],
+        }
     return ServeDeploySchema.model_validate(document)
 
 
@@ -46,7 +56,9 @@ def service_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     """Base URL of a running Tolk, deployed from the repository's serve config."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
-    config = _deploy_config(redis_server.url, port)
+    # Every client of the tests, the tolk commands they start too, reads it.
+    api_key = os.environ.setdefault("TOLK_API_KEY", new_key())
+    config = _deploy_config(redis_server.url, port, api_key)
     # The same two calls `serve run serve_config.yaml` makes.
     client = serve_api.serve_start(
         http_options=config.http_options.model_dump(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import httpx
 import pytest
@@ -111,8 +112,11 @@ async def test_oversize_frame_closes_with_1009(service_url: str) -> None:
     ],
 )
 async def test_unservable_sessions_are_refused(service_url: str, body: dict) -> None:
+    key = os.environ["TOLK_API_KEY"]
     async with httpx.AsyncClient(base_url=service_url) as http:
-        response = await http.post("/v1/sessions", json=body)
+        response = await http.post(
+            "/v1/sessions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
 
     assert response.status_code == 422
     assert response.json()["detail"]
