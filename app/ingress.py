@@ -70,6 +70,7 @@ class Ingress:
             self._settings.redis_url,
             ttl_s=self._settings.session_ttl_s,
             max_events=self._settings.event_log_max_events,
+            max_connections=self._settings.redis_max_connections,
         )
         self._ledger = UsageLedger(self._store)
         metrics = IngressMetrics()

@@ -30,6 +30,9 @@ class IngressSettings(BaseSettings):
         description="Origins (scheme://host:port) whose pages may open "
         "WebSockets besides the service's own; '*' allows any.",
     )
+    redis_max_connections: int = Field(
+        32, ge=4, description="Redis connections one replica may hold at most."
+    )
     session_ttl_s: int = Field(
         3600, ge=10, description="Idle time after which a session's keys expire."
     )

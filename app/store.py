@@ -387,10 +387,20 @@ async def translated_errors() -> AsyncIterator[None]:
 class SessionStore:
     """Owns key names, TTLs and the scripts; speaks sessions, not Redis."""
 
-    def __init__(self, url: str, *, ttl_s: int, max_events: int) -> None:
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=15
+    def __init__(
+        self, url: str, *, ttl_s: int, max_events: int, max_connections: int = 32
+    ) -> None:
+        # Bounded: a flood of sockets waits for a connection rather than
+        # opening one each, and a replica never holds more than this many.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=15,
         )
+        self._redis = redis.Redis(connection_pool=pool)
         self._ttl_s = ttl_s
         self._max_events = max_events
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
