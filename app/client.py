@@ -86,6 +86,8 @@ class SessionOutput:
     """Everything a connection received, grouped per utterance and language."""
 
     finals: dict[int, str] = field(default_factory=dict)
+    # Where each utterance lies in the input: start and end, in milliseconds.
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
     translations: dict[str, dict[int, str]] = field(default_factory=dict)
     audio: dict[str, list[SpokenSegment]] = field(default_factory=dict)
     event_ids: list[int] = field(default_factory=list)
@@ -99,6 +101,7 @@ class SessionOutput:
             self.recoveries.append(data)
         if message.type == "final":
             self.finals[data["utterance"]] = data["text"]
+            self.spans[data["utterance"]] = (data["start_ms"], data["end_ms"])
         elif message.type == "translation":
             by_utterance = self.translations.setdefault(data["language"], {})
             by_utterance[data["utterance"]] = data["text"]

@@ -5,12 +5,14 @@ signatures at run time, and Serve's ingress wrapper hides their module.
 """
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, WebSocket
+from fastapi import FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -41,6 +43,30 @@ _CAPABILITIES_TTL_S = 30.0
 # only the module globals that exist by then.
 def _enum_name(value: object) -> str:
     return str(getattr(value, "value", value))
+
+
+# A session request is a few hundred bytes; nothing bigger is read.
+_MAX_BODY_BYTES = 16 * 1024
+# The body is read by hand, after the API key is checked, so that a caller
+# without a key learns nothing, not even what a valid body looks like.
+_SESSION_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SessionRequest.model_json_schema()}},
+    }
+}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body is over {limit} bytes")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise HTTPException(413, f"the body is over {limit} bytes")
+    return bytes(body)
 
 
 @serve.deployment(
@@ -193,9 +219,9 @@ class Ingress:
             "speech": capabilities.speech,
         }
 
-    @api.post("/v1/sessions", status_code=201)
+    @api.post("/v1/sessions", status_code=201, openapi_extra=_SESSION_REQUEST_BODY)
     async def create_session(
-        self, request: SessionRequest, authorization: str = Header("")
+        self, http: Request, authorization: str = Header("")
     ) -> SessionCreated:
         settings = self._settings
         key_id = self._api_keys.identify(bearer(authorization))
@@ -206,6 +232,12 @@ class Ingress:
                 "send a valid API key as a Bearer token",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        body = await _read_body(http, _MAX_BODY_BYTES)
+        try:
+            request = SessionRequest.model_validate_json(body)
+        except ValidationError as error:
+            details = error.json(include_url=False, include_input=False)
+            raise HTTPException(422, json.loads(details)) from error
         if (
             not settings.min_sample_rate
             <= request.sample_rate

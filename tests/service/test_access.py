@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,26 @@ async def test_creating_a_session_needs_an_api_key(
 
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_key_is_checked_before_the_body(service_url: str) -> None:
+    key = os.environ["TOLK_API_KEY"]
+    async with httpx.AsyncClient(base_url=service_url, timeout=30) as http:
+        keyless = await http.post("/v1/sessions", content=b"{not json")
+        broken = await http.post(
+            "/v1/sessions",
+            content=b"{not json",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        huge = await http.post(
+            "/v1/sessions",
+            content=b" " * 100_000,
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
+    assert keyless.status_code == 401
+    assert broken.status_code == 422 and broken.json()["detail"]
+    assert huge.status_code == 413
 
 
 async def test_a_listener_follows_and_cannot_speak(
