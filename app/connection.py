@@ -207,8 +207,11 @@ class SessionConnection:
 
     async def _join(self, config: SessionConfig) -> None:
         limit = self._context.settings.max_connections_per_session
+        # Listeners leave the last place to the speaker, who must be able to
+        # come back after a drop however many follow the session.
+        admitted = limit if config.role == "speaker" else limit - 1
         joined = await self._context.store.join(
-            config.session_id, self._id, limit, int(3000 * _HEARTBEAT_S)
+            config.session_id, self._id, admitted, int(3000 * _HEARTBEAT_S)
         )
         if not joined:
             raise ProtocolViolation(
@@ -220,10 +223,20 @@ class SessionConnection:
             )
 
     async def _heartbeat(self, config: SessionConfig) -> None:
+        """Renews this connection's place, and the session's keys while it is open."""
+        store = self._context.store
+        touched = time.monotonic()
         while True:
             await asyncio.sleep(_HEARTBEAT_S)
             try:
                 await self._join(config)
+                if time.monotonic() - touched > store.ttl_s / 3:
+                    await store.touch(config.session_id)
+                    touched = time.monotonic()
+            except ProtocolViolation as error:
+                # Its place went stale (Redis was slow) and was taken.
+                await self._fail(error)
+                return
             except TolkError:
                 # Redis is down or the session is gone: the connection's other
                 # work finds out and ends it; counting can wait.

@@ -19,7 +19,8 @@ from deployments import Synthesizer, Transcriber, Translator
 class TolkArgs(BaseModel):
     """Arguments of the application; unset ingress fields come from TOLK_* vars."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Errors never echo a value: a misplaced API key must not reach a log.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     redis_url: str | None = None
     ingress: dict[str, Any] = Field(default_factory=dict)

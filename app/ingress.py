@@ -7,10 +7,11 @@ signatures at run time, and Serve's ingress wrapper hides their module.
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi import FastAPI, Header, HTTPException, Path, Request, WebSocket
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
@@ -44,6 +45,10 @@ _CAPABILITIES_TTL_S = 30.0
 def _enum_name(value: object) -> str:
     return str(getattr(value, "value", value))
 
+
+# What the store makes: anything else names no session, and is not logged.
+_SESSION_ID = re.compile(r"[0-9a-f]{24}")
+SessionId = Path(pattern=_SESSION_ID.pattern)
 
 # A session request is a few hundred bytes; nothing bigger is read.
 _MAX_BODY_BYTES = 16 * 1024
@@ -273,11 +278,17 @@ class Ingress:
 
     @api.post("/v1/sessions/{session_id}/listeners", status_code=201)
     async def add_listener(
-        self, session_id: str, authorization: str = Header("")
+        self, session_id: str = SessionId, authorization: str = Header("")
     ) -> ListenerCreated:
         """Issues a listen-only token; the speaker's token asks for it."""
         await self._speaker(session_id, authorization)
-        token = await self._store.add_listener(session_id)
+        limit = self._settings.max_listeners_per_session
+        try:
+            token = await self._store.add_listener(session_id, limit)
+        except (SessionNotFound, SessionEnded) as error:
+            raise HTTPException(404, error.message) from error
+        if token is None:
+            raise HTTPException(429, f"the session has its {limit} listener tokens")
         logger.info("session %s: listener token issued", session_id)
         return ListenerCreated(
             session_id=session_id, token=token, websocket_path=f"/ws/{session_id}"
@@ -285,11 +296,12 @@ class Ingress:
 
     @api.delete("/v1/sessions/{session_id}", status_code=204)
     async def close_session(
-        self, session_id: str, authorization: str = Header("")
+        self, session_id: str = SessionId, authorization: str = Header("")
     ) -> None:
         """Ends a session now: its connections are closed and its keys deleted."""
         await self._speaker(session_id, authorization)
-        await self._store.close(session_id)
+        if not await self._store.close(session_id):
+            raise HTTPException(404, "the session ended meanwhile")
         logger.info("session %s: closed by its client", session_id)
 
     async def _speaker(self, session_id: str, authorization: str) -> SessionConfig:
@@ -308,6 +320,10 @@ class Ingress:
 
     @api.websocket("/ws/{session_id}")
     async def connect(self, websocket: WebSocket, session_id: str) -> None:
+        if not _SESSION_ID.fullmatch(session_id):
+            # Refused as unknown, like any id that names no session, without
+            # writing what a client chose into the logs.
+            session_id = "-"
         origin = websocket.headers.get("origin")
         host = websocket.headers.get("host")
         if not origin_allowed(origin, host, self._settings.allowed_origins):

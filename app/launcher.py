@@ -114,7 +114,11 @@ class Launcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Ray's processes need no key: the config holds only its digest.
+            env={
+                **{k: v for k, v in os.environ.items() if k != "TOLK_API_KEY"},
+                "PYTHONUNBUFFERED": "1",
+            },
             # Its own process group: Ctrl-C reaches it through us, in order.
             start_new_session=True,
             preexec_fn=_default_sigint,

@@ -63,6 +63,9 @@ class IngressSettings(BaseSettings):
     max_connections_per_session: int = Field(
         16, ge=1, description="Open connections one session may have."
     )
+    max_listeners_per_session: int = Field(
+        100, ge=1, description="Listener tokens one session may issue."
+    )
     max_session_s: int = Field(
         4 * 3600, ge=60, description="Longest a session lasts from its creation."
     )

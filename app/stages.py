@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +42,11 @@ class Capabilities:
         return None
 
 
+# A stage that answered a real call this recently is ready without being
+# asked: under load its queue may hold a readiness question past its timeout.
+_ANSWERED_RECENTLY_S = 30.0
+
+
 class ServeStages:
     """Calls the stage deployments through their Ray Serve handles."""
 
@@ -57,6 +63,7 @@ class ServeStages:
         self._synthesizer = synthesizer
         self._ledger = ledger
         self._metrics = metrics
+        self._answered: dict[str, float] = {}
 
     async def transcribe(self, request: TranscriptionRequest) -> Transcript:
         # Partials are timed apart: they are many, cheaper, and may be dropped.
@@ -64,6 +71,7 @@ class ServeStages:
         with self._metrics.stage_call(stage):
             transcript: Transcript = await self._transcriber.transcribe.remote(request)
         self._metrics.stage_compute(stage, transcript.compute_s)
+        self._answered["transcription"] = time.monotonic()
         self._ledger.note("transcription", transcript.usage)
         return transcript
 
@@ -73,6 +81,7 @@ class ServeStages:
                 text, source, target
             )
         self._metrics.stage_compute("translation", result.compute_s)
+        self._answered["translation"] = time.monotonic()
         self._ledger.note("translation", result.usage)
         return result
 
@@ -80,20 +89,30 @@ class ServeStages:
         with self._metrics.stage_call("synthesis"):
             speech: Speech = await self._synthesizer.synthesize.remote(text, language)
         self._metrics.stage_compute("synthesis", speech.compute_s)
+        self._answered["synthesis"] = time.monotonic()
         self._ledger.note("synthesis", speech.usage)
         return speech
 
     async def readiness(self, timeout_s: float) -> dict[str, str]:
-        """ "ok" for each stage that answers within `timeout_s`, else why not."""
+        """ "ok" for each stage that answered lately or answers within `timeout_s`."""
         calls = {
             "transcription": self._transcriber.languages,
             "translation": self._translator.pairs,
             "synthesis": self._synthesizer.languages,
         }
+        now = time.monotonic()
+        asked = {
+            stage: call
+            for stage, call in calls.items()
+            if now - self._answered.get(stage, float("-inf"))
+            >= _ANSWERED_RECENTLY_S
+        }
         answers = await asyncio.gather(
-            *(_answer(call, timeout_s) for call in calls.values())
+            *(_answer(call, timeout_s) for call in asked.values())
         )
-        return dict(zip(calls, answers, strict=True))
+        states = dict.fromkeys(calls, "ok")
+        states.update(zip(asked, answers, strict=True))
+        return states
 
     async def capabilities(self) -> Capabilities:
         transcription = await self._transcriber.languages.remote()

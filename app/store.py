@@ -51,6 +51,8 @@ from app.wire import CLOSED_NOTICE, EventRecord, header_body
 
 T = TypeVar("T")
 
+_UNAVAILABLE_REPLIES = {"OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN"}
+
 _SESSION_KEYS = (
     "session",
     "audio",
@@ -248,6 +250,7 @@ return {epoch, newest, samples, 'ok'}
 # expires with it.
 _ADD_LISTENER_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
@@ -382,6 +385,12 @@ async def translated_errors() -> AsyncIterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as error:
         raise StoreUnavailable(str(error)) from error
+    except ResponseError as error:
+        # Redis answers but cannot serve: out of memory, a replica that
+        # became read-only after a failover, a script running too long.
+        if str(error).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+            raise StoreUnavailable(str(error)) from error
+        raise
 
 
 class SessionStore:
@@ -494,13 +503,13 @@ class SessionStore:
         await self._call(write)
         return session_id, token
 
-    async def add_listener(self, session_id: str) -> str:
-        """Issues a listen-only token for the session; returns it."""
+    async def add_listener(self, session_id: str, limit: int) -> str | None:
+        """Issues a listen-only token; None when `limit` were issued already."""
         token = secrets.token_urlsafe(32)
         keys = self._keys(session_id, "session", "listeners")
-        args = [digest(token), self._ttl_s]
-        await self._script(session_id, self._add_listener, keys, args)
-        return token
+        args = [digest(token), self._ttl_s, limit]
+        added = await self._script(session_id, self._add_listener, keys, args)
+        return token if added else None
 
     async def authenticate(self, session_id: str, token: str) -> SessionConfig:
         """Checks a speaker or listener token in constant time; refreshes the TTL."""
@@ -512,10 +521,11 @@ class SessionStore:
                     session_key,
                     ["token_sha256", "source", "targets", "sample_rate", "created_ms"],
                 )
-                pipe.hkeys(listeners_key)
+                # A digest of a 256-bit secret: looking it up leaks nothing.
+                pipe.hexists(listeners_key, digest(token))
                 return list(await pipe.execute())
 
-        fields, listeners = await self._call(read)
+        fields, listener = await self._call(read)
         expected, source, targets, sample_rate, created_ms = fields
         if expected is None:
             closed = self._key(session_id, "closed")
@@ -523,11 +533,7 @@ class SessionStore:
                 raise SessionEnded(session_id, "the session was closed")
             raise SessionNotFound(session_id, "no such session, or it expired")
 
-        presented = digest(token)
-        speaker = hmac.compare_digest(expected.decode(), presented)
-        listener = False
-        for known in listeners:
-            listener |= hmac.compare_digest(known.decode(), presented)
+        speaker = hmac.compare_digest(expected.decode(), digest(token))
         if not (speaker or listener):
             raise Unauthorized(session_id, "the token does not open this session")
 

@@ -95,7 +95,10 @@ async def test_listener_tokens_open_their_session_to_listen(
     store: SessionStore,
 ) -> None:
     session_id, speaker = await store.create(REQUEST, "key1")
-    listener = await store.add_listener(session_id)
+    listener = await store.add_listener(session_id, limit=2)
+    assert listener is not None
+    assert await store.add_listener(session_id, limit=2) is not None
+    assert await store.add_listener(session_id, limit=2) is None
     other_id, _ = await store.create(REQUEST)
 
     assert (await store.authenticate(session_id, speaker)).role == "speaker"
@@ -103,7 +106,7 @@ async def test_listener_tokens_open_their_session_to_listen(
     with pytest.raises(Unauthorized):
         await store.authenticate(other_id, listener)
     with pytest.raises(SessionNotFound):
-        await store.add_listener("nope")
+        await store.add_listener("nope", limit=2)
     # Listener tokens are kept as digests, and go with the session.
     keys = await store.client.keys("*")
     dump = repr([await store.client.dump(k) for k in keys])

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 import websockets
 
-from app.client import TolkClient
+from app.client import TolkClient, TolkClientError
 from app.embedded_redis import EmbeddedRedis
 from app.protocol import CloseCode
 from app.settings import IngressSettings
@@ -106,3 +106,37 @@ async def test_a_session_ends_at_its_maximum_length(
 
     assert error["code"] == "session_too_long"
     assert socket.close_code == CloseCode.SESSION_CLOSED
+
+
+async def test_listeners_leave_the_speaker_a_place(service_url: str) -> None:
+    limit = _DEFAULTS.max_connections_per_session
+    async with TolkClient(service_url) as client:
+        session = await client.create_session("en", ["pt"], 16000)
+        listener = await client.add_listener(session)
+
+    sockets = [
+        await _hello(session.websocket_url, listener.token) for _ in range(limit - 1)
+    ]
+    try:
+        for socket in sockets:
+            assert json.loads(await socket.recv())["type"] == "ready"
+        extra = await _hello(session.websocket_url, listener.token)
+        sockets.append(extra)
+        assert json.loads(await extra.recv())["code"] == "too_many_connections"
+
+        speaker = await _hello(session.websocket_url, session.token)
+        sockets.append(speaker)
+        assert json.loads(await speaker.recv())["type"] == "ready"
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
+async def test_listener_tokens_are_limited(service_url: str) -> None:
+    limit = _DEFAULTS.max_listeners_per_session
+    async with TolkClient(service_url) as client:
+        session = await client.create_session("en", ["pt"], 16000)
+        for _ in range(limit):
+            await client.add_listener(session)
+        with pytest.raises(TolkClientError, match="429"):
+            await client.add_listener(session)
