@@ -56,6 +56,8 @@ class ApiKeys:
         return None if found is None else found[:KEY_ID_CHARS]
 
 
+# Limitation: the scheme is not compared and the Host header is trusted, so a
+# plain-HTTP page on the service's own host and port passes.
 def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
     """Whether a WebSocket upgrade from a page at `origin` may proceed.
 

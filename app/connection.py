@@ -137,6 +137,9 @@ class SessionConnection:
         return config, hello
 
     def _age_s(self, config: SessionConfig) -> float:
+        # Sessions stored before creation times were kept count from now.
+        if not config.created_ms:
+            return 0.0
         return time.time() - config.created_ms / 1000
 
     def _too_long(self) -> ProtocolViolation:
@@ -255,7 +258,7 @@ class SessionConnection:
                 return
             data: bytes | None = message.get("bytes")
             text: str | None = message.get("text")
-            size = len(data) if data is not None else len(text or "")
+            size = len(data) if data is not None else len((text or "").encode())
             if size > limit:
                 raise ProtocolViolation(
                     config.session_id,
@@ -294,6 +297,9 @@ class SessionConnection:
         self._input_cursor += len(data) // 2
         await self._ack(await self._require_processor().feed(data, start))
 
+    # Limitation: the pace is kept per connection, so a client that
+    # reconnects again and again gets a fresh burst each time; a budget per
+    # session in Redis would close that.
     async def _keep_pace(self, samples: int) -> None:
         """Holds the client to `max_audio_speed` times real time, plus a burst.
 

@@ -62,6 +62,9 @@ class SessionIntake:
         """Utterances that had ended when this replica last saw the input."""
         return self._input.utterances if self._input else 0
 
+    # Limitation: ended utterances wait as jobs however many there are; a
+    # speaker far ahead of the stages (or spamming `end`) grows the session's
+    # jobs in Redis until processing catches up or the session expires.
     async def feed(self, pcm16: bytes, start: int) -> int:
         """Stores audio whose first sample is the client's sample `start`.
 

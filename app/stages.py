@@ -104,8 +104,7 @@ class ServeStages:
         asked = {
             stage: call
             for stage, call in calls.items()
-            if now - self._answered.get(stage, float("-inf"))
-            >= _ANSWERED_RECENTLY_S
+            if now - self._answered.get(stage, float("-inf")) >= _ANSWERED_RECENTLY_S
         }
         answers = await asyncio.gather(
             *(_answer(call, timeout_s) for call in asked.values())

@@ -202,6 +202,9 @@ return 0
 # client of the previous epoch that had seen no more than that resumes
 # exactly: one client's claim to have seen lost events does not cost the
 # others their catch-up.
+# Limitation: any token holder, a listener too, who claims an event id
+# beyond the newest starts a new epoch; two such claims in a row push the
+# epoch before them out, and clients still on it get history_lost.
 _RESUME_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 local fields = redis.call('HMGET', KEYS[1],

@@ -16,6 +16,9 @@ _REQUEST_ERRORS = (StageError,)
 _REPLICA_ERRORS = (ModelUnavailable, BackendUnavailable)
 
 
+# Limitation: backends wrap their runtime's errors (CUDA, ONNX) in
+# BackendFailed, which counts as the request's fault, so a voice or
+# translator that fails every call is not replaced by Serve.
 class StageHealth:
     """Counts calls that failed for reasons of the replica, not of the request.
 
