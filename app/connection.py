@@ -162,7 +162,12 @@ class SessionConnection:
         settings = self._context.settings
         await self._join(config)
         self._exit_stack.push_async_callback(self._leave)
-        resume = await store.resume(config.session_id, hello.epoch, hello.last_event_id)
+        resume = await store.resume(
+            config.session_id,
+            hello.epoch,
+            hello.last_event_id,
+            speaker=config.role == "speaker",
+        )
         ready = Ready(
             session_id=config.session_id,
             replica=self._context.replica,

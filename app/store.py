@@ -202,9 +202,11 @@ return 0
 # client of the previous epoch that had seen no more than that resumes
 # exactly: one client's claim to have seen lost events does not cost the
 # others their catch-up.
-# Limitation: any token holder, a listener too, who claims an event id
-# beyond the newest starts a new epoch; two such claims in a row push the
-# epoch before them out, and clients still on it get history_lost.
+# Only a speaker's claim (ARGV[4]) starts a new epoch: listener tokens are
+# shared widely, and a listener's false claim must not move the others on.
+# Limitation: a speaker who claims an event id beyond the newest twice in a
+# row pushes the epoch before them out, and clients still on it get
+# history_lost.
 _RESUME_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 local fields = redis.call('HMGET', KEYS[1],
@@ -234,7 +236,9 @@ local last = id_of(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1))
 if newest > base and (last == nil or last < newest) then return new_epoch() end
 if after > newest then
   -- Only a client that knows the epoch can prove that events were lost.
-  if ARGV[1] ~= epoch then return {epoch, newest, samples, 'history_lost'} end
+  if ARGV[1] ~= epoch or ARGV[4] ~= '1' then
+    return {epoch, newest, samples, 'history_lost'}
+  end
   return new_epoch()
 end
 if after < newest then
@@ -589,10 +593,21 @@ class SessionStore:
         args = [self._ttl_s, self.channel(session_id), CLOSED_NOTICE]
         return bool(await self._script(session_id, self._close, keys, args))
 
-    async def resume(self, session_id: str, epoch: str | None, after: int) -> Resume:
-        """Checks that the log still holds every event after `after` in `epoch`."""
+    async def resume(
+        self,
+        session_id: str,
+        epoch: str | None,
+        after: int,
+        *,
+        speaker: bool = True,
+    ) -> Resume:
+        """Checks that the log still holds every event after `after` in `epoch`.
+
+        A claim to have seen events beyond the newest starts a new epoch
+        only when it is a `speaker`'s.
+        """
         keys = self._keys(session_id, "session", "events")
-        args = [epoch or "", after, secrets.token_hex(6)]
+        args = [epoch or "", after, secrets.token_hex(6), "1" if speaker else "0"]
         new_epoch, newest, samples, status = await self._script(
             session_id, self._resume, keys, args
         )

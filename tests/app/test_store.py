@@ -593,6 +593,22 @@ async def test_resume_after_events_redis_lost_changes_the_epoch(
     assert again.status == "ok" and again.epoch == resume.epoch
 
 
+async def test_a_listener_claim_of_lost_events_keeps_the_epoch(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    epoch = await stored_epoch(store, session_id)
+    for i in range(3):
+        await store.emit(session_id, Partial(utterance=1, text=f"w{i}"))
+
+    # A listener's token is shared widely: its claim moves nobody else on.
+    for _ in range(2):
+        claim = await store.resume(session_id, epoch, 2**53, speaker=False)
+        assert claim.status == "history_lost" and claim.epoch == epoch
+    assert await stored_epoch(store, session_id) == epoch
+    assert (await store.resume(session_id, epoch, 1)).status == "ok"
+
+
 async def test_resume_after_the_log_was_lost_changes_the_epoch(
     store: SessionStore,
 ) -> None:
