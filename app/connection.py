@@ -113,11 +113,9 @@ class SessionConnection:
         try:
             text = await asyncio.wait_for(self._socket.receive_text(), timeout)
         except TimeoutError as error:
-            raise ProtocolViolation(
-                self._session_id,
+            raise self._violation(
                 f"no hello within {timeout:g} s",
                 code="auth_timeout",
-                fatal=True,
                 close_code=CloseCode.AUTH_TIMEOUT,
             ) from error
         except KeyError as error:
@@ -144,16 +142,23 @@ class SessionConnection:
 
     def _too_long(self) -> ProtocolViolation:
         limit = self._context.settings.max_session_s
-        return ProtocolViolation(
-            self._session_id,
+        return self._violation(
             f"the session reached its maximum length of {limit} s",
             code="session_too_long",
-            fatal=True,
             close_code=CloseCode.SESSION_CLOSED,
         )
 
-    def _violation(self, message: str) -> ProtocolViolation:
-        return ProtocolViolation(self._session_id, message, fatal=True)
+    def _violation(
+        self,
+        message: str,
+        *,
+        code: str = "bad_request",
+        close_code: CloseCode = CloseCode.BAD_REQUEST,
+    ) -> ProtocolViolation:
+        """A violation that ends the connection."""
+        return ProtocolViolation(
+            self._session_id, message, code=code, fatal=True, close_code=close_code
+        )
 
     async def _stream(
         self, config: SessionConfig, hello: Hello, inbox: Subscription
@@ -222,11 +227,9 @@ class SessionConnection:
             config.session_id, self._id, admitted, int(3000 * _HEARTBEAT_S)
         )
         if not joined:
-            raise ProtocolViolation(
-                config.session_id,
+            raise self._violation(
                 f"the session already has {limit} connections open",
                 code="too_many_connections",
-                fatal=True,
                 close_code=CloseCode.TOO_MANY_CONNECTIONS,
             )
 
@@ -265,11 +268,9 @@ class SessionConnection:
             text: str | None = message.get("text")
             size = len(data) if data is not None else len((text or "").encode())
             if size > limit:
-                raise ProtocolViolation(
-                    config.session_id,
+                raise self._violation(
                     f"message of {size} bytes is over the limit of {limit}",
                     code="message_too_big",
-                    fatal=True,
                     close_code=CloseCode.MESSAGE_TOO_BIG,
                 )
             try:
