@@ -331,6 +331,11 @@ class Ingress:
             logger.warning("session %s: WebSocket from a foreign origin", session_id)
             await websocket.close(code=int(CloseCode.FORBIDDEN))
             return
+        # Limitation: Serve's proxy accepts permessage-deflate, which every
+        # browser offers; for such clients the proxy deflates synthesized
+        # speech (~30 ms of CPU per MB), so a browser's resume after a long
+        # absence is several times slower than the tolk client's, which
+        # declines it. The proxy's uvicorn settings are not Serve options.
         await SessionConnection(websocket, session_id, self._context).run()
 
     async def __del__(self) -> None:

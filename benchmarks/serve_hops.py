@@ -75,7 +75,7 @@ async def _echo_times(url: str) -> list[float]:
     # A 40 ms chunk of 16 kHz PCM16, as a microphone client sends.
     chunk = bytes(1280)
     times = []
-    async with websockets.connect(url) as socket:
+    async with websockets.connect(url, compression=None) as socket:
         for _ in range(ROUNDS):
             started = time.perf_counter()
             await socket.send(chunk)

@@ -88,7 +88,9 @@ async def stream_to_whisperlive(
         "audio_format": "int16",
     }
     completed: dict[tuple[float, float], FinalSegment] = {}
-    async with websockets.connect(url, max_size=None, open_timeout=60) as socket:
+    async with websockets.connect(
+        url, max_size=None, open_timeout=60, compression=None
+    ) as socket:
         await socket.send(json.dumps(options))
         await _until_ready(socket)
         started = time.monotonic()
