@@ -6,11 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := redis-server apertium apertium-eng-spa espeak-ng
+# The browser test drives Debian's Chromium.
+TEST_PACKAGES := chromium
 # The CPU build of PyTorch that these machines keep on local disk; on a GPU
 # machine pass TORCH=torch for PyPI's CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup system-packages run test lint clean
+.PHONY: setup system-packages test-packages debian-packages run test lint clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -22,8 +24,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-packages:
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEBIAN_PACKAGES)"
+
+test-packages:
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(TEST_PACKAGES)"
+
+debian-packages:
 	@missing=""; \
-	for p in $(DEBIAN_PACKAGES); do \
+	for p in $(PACKAGES); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -38,7 +46,7 @@ system-packages:
 run: setup
 	$(BIN)/tolk up
 
-test: setup
+test: setup test-packages
 	$(BIN)/pytest
 
 lint: setup

@@ -298,6 +298,11 @@ class Connection:
     async def end(self) -> None:
         await self._require().send(json.dumps({"type": "end"}))
 
+    async def add_target(self, language: str) -> None:
+        """Asks the session to translate into `language` too; listeners may."""
+        message = {"type": "add_target", "language": language}
+        await self._require().send(json.dumps(message))
+
     async def messages(self) -> AsyncIterator[ServerMessage]:
         """Server messages in order; an audio event comes with its binary frame."""
         socket = self._require()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from enum import Enum
@@ -19,7 +20,9 @@ from app.fanout import RESYNC, Fanout, Subscription
 from app.metrics import IngressMetrics
 from app.processor import SessionProcessor
 from app.protocol import (
+    MAX_TARGETS,
     Ack,
+    AddTarget,
     CloseCode,
     Configure,
     EndOfStream,
@@ -28,10 +31,12 @@ from app.protocol import (
     Ready,
     RecoveryImpossible,
     SessionClosed,
+    TargetAdded,
     client_message_adapter,
 )
 from app.registry import ProcessorRegistry
 from app.settings import IngressSettings
+from app.stages import Capabilities
 from app.store import Resume, SessionConfig, SessionStore
 from app.tasks import cancel_and_wait
 from app.wire import EventRecord
@@ -61,6 +66,7 @@ class IngressContext:
     registry: ProcessorRegistry
     replica: str
     metrics: IngressMetrics
+    capabilities: Callable[[], Awaitable[Capabilities]]
 
 
 class SessionConnection:
@@ -274,10 +280,10 @@ class SessionConnection:
                     close_code=CloseCode.MESSAGE_TOO_BIG,
                 )
             try:
-                if config.role == "listener":
+                if config.role == "listener" and not _adds_target(text):
                     raise ProtocolViolation(
                         config.session_id,
-                        "a listen-only connection sends nothing after its hello",
+                        "a listen-only connection may only add a target language",
                         code="forbidden",
                         fatal=False,
                     )
@@ -338,6 +344,29 @@ class SessionConnection:
         if isinstance(message, EndOfStream):
             processor = self._require_processor()
             await self._ack(await processor.end_of_stream(self._input_cursor))
+        if isinstance(message, AddTarget):
+            await self._add_target(config, message.language)
+
+    async def _add_target(self, config: SessionConfig, language: str) -> None:
+        refusal = (await self._context.capabilities()).refusal(
+            config.source, [language]
+        )
+        if refusal is not None:
+            raise ProtocolViolation(
+                config.session_id, refusal, code="unsupported_language", fatal=False
+            )
+        store = self._context.store
+        outcome = await store.add_target(config.session_id, language, MAX_TARGETS)
+        if outcome == "full":
+            raise ProtocolViolation(
+                config.session_id,
+                f"a session translates into at most {MAX_TARGETS} languages",
+                code="too_many_targets",
+                fatal=False,
+            )
+        if outcome == "added":
+            await store.emit(config.session_id, TargetAdded(language=language))
+            logger.info("session %s: target language added", config.session_id)
 
     async def _change_rate(self, config: SessionConfig, sample_rate: int) -> None:
         settings = self._context.settings
@@ -473,3 +502,13 @@ class SessionConnection:
                 await self._socket.close(code=int(error.close_code))
             except RuntimeError:
                 return
+
+
+def _adds_target(text: str | None) -> bool:
+    """Whether a frame is an `add_target`, the one message a listener may send."""
+    if text is None:
+        return False
+    try:
+        return isinstance(client_message_adapter.validate_json(text), AddTarget)
+    except ValidationError:
+        return False

@@ -9,10 +9,12 @@ import json
 import logging
 import re
 import time
+from pathlib import Path as FilePath
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Path, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -36,6 +38,16 @@ from deployments.logs import use_serve_logs
 logger = logging.getLogger("tolk.ingress")
 
 api = FastAPI(title="Tolk", summary="Live speech-to-speech translation")
+
+# The browser client: a page at `/` and its scripts, served as plain files.
+_WEB = FilePath(__file__).parent / "web"
+api.mount("/web", StaticFiles(directory=_WEB), name="web")
+_PAGE_HEADERS = {
+    # Scripts, styles and sockets of this origin only; no framing by others.
+    "Content-Security-Policy": ("default-src 'self'; frame-ancestors 'none'"),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 _CAPABILITIES_TTL_S = 30.0
 
@@ -132,6 +144,7 @@ class Ingress:
             ),
             replica=serve.get_replica_context().replica_id.unique_id,
             metrics=metrics,
+            capabilities=self.capabilities,
         )
         self._capabilities: Capabilities | None = None
         self._capabilities_at = 0.0
@@ -162,6 +175,10 @@ class Ingress:
                     " ".join(f"{s}-{t}" for s, t in self._capabilities.pairs),
                 )
             return self._capabilities
+
+    @api.get("/", include_in_schema=False)
+    async def page(self) -> FileResponse:
+        return FileResponse(_WEB / "index.html", headers=_PAGE_HEADERS)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

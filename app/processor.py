@@ -253,9 +253,12 @@ class SessionProcessor:
                     await self._complete(job.seq, self._context)
                     continue
                 text, steps = await self._recognize(job, upcoming.steps)
+                # Target languages added while the session runs apply from
+                # the utterance taken next.
+                targets = upcoming.targets or self.config.targets
                 rendering = _detached(
                     self._render_and_complete(
-                        job, text, steps, self._context, rendering
+                        job, text, steps, targets, self._context, rendering
                     ),
                     f"tolk-render-{self.session_id}",
                 )
@@ -349,6 +352,7 @@ class SessionProcessor:
         job: UtteranceJob,
         text: str | None,
         steps: dict[str, int],
+        targets: list[str],
         context: str,
         previous: asyncio.Task[None] | None,
     ) -> None:
@@ -361,7 +365,7 @@ class SessionProcessor:
             # A failed predecessor fails this one too: the lease is gone.
             await previous
         if text:
-            await self._translate_and_speak(job, text, steps)
+            await self._translate_and_speak(job, text, steps, targets)
         await self._complete(job.seq, context)
 
     async def _transcribe(self, job: UtteranceJob) -> str | None:
@@ -394,13 +398,11 @@ class SessionProcessor:
         return text
 
     async def _translate_and_speak(
-        self, job: UtteranceJob, text: str, steps: dict[str, int]
+        self, job: UtteranceJob, text: str, steps: dict[str, int], targets: list[str]
     ) -> None:
         # Each language goes at its own pace: a slow translator or voice for
         # one does not hold back the speech of another.
-        await _all(
-            self._render(job, text, target, steps) for target in self.config.targets
-        )
+        await _all(self._render(job, text, target, steps) for target in targets)
 
     async def _render(
         self, job: UtteranceJob, text: str, target: str, steps: dict[str, int]

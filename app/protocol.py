@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
 
+# Target languages one session translates into, at creation or added later.
+MAX_TARGETS = 8
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses."""
@@ -44,7 +47,7 @@ class SessionRequest(_Message):
     """Body of `POST /v1/sessions`."""
 
     source: LanguageCode
-    targets: list[LanguageCode] = Field(min_length=1, max_length=8)
+    targets: list[LanguageCode] = Field(min_length=1, max_length=MAX_TARGETS)
     sample_rate: int = Field(
         16_000, strict=True, description="Hz of the PCM16 the client sends."
     )
@@ -84,7 +87,16 @@ class EndOfStream(_Message):
     type: Literal["end"]
 
 
-ClientMessage = Annotated[Hello | Configure | EndOfStream, Field(discriminator="type")]
+class AddTarget(_Message):
+    """Also translate into `language` from the next utterance on; any role."""
+
+    type: Literal["add_target"]
+    language: LanguageCode
+
+
+ClientMessage = Annotated[
+    Hello | Configure | EndOfStream | AddTarget, Field(discriminator="type")
+]
 client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
@@ -210,6 +222,13 @@ class StageError(_Message):
     message: str
 
 
+class TargetAdded(_Message):
+    """The session translates into `language` too, from the next utterance on."""
+
+    type: Literal["target_added"] = "target_added"
+    language: str
+
+
 class StreamEnded(_Message):
     """Everything sent before the client's `end` has been processed."""
 
@@ -218,5 +237,11 @@ class StreamEnded(_Message):
 
 
 SessionEvent = (
-    Partial | Final | TranslationText | AudioHeader | StageError | StreamEnded
+    Partial
+    | Final
+    | TranslationText
+    | AudioHeader
+    | StageError
+    | TargetAdded
+    | StreamEnded
 )

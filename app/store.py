@@ -161,7 +161,8 @@ for _, seq in ipairs(redis.call('HKEYS', KEYS[2])) do
   end
 end
 local context = redis.call('HGET', KEYS[1], 'context') or ''
-if next_seq == nil then return {pending, context} end
+local targets = redis.call('HGET', KEYS[1], 'targets')
+if next_seq == nil then return {pending, context, targets} end
 local steps = {}
 local prefix = 'j' .. next_seq .. ':'
 local logged = redis.call('HGETALL', KEYS[3])
@@ -171,7 +172,8 @@ for i = 1, #logged, 2 do
     table.insert(steps, logged[i + 1])
   end
 end
-return {pending, context, next_seq, redis.call('HGET', KEYS[2], next_seq), steps}
+local job = redis.call('HGET', KEYS[2], next_seq)
+return {pending, context, targets, next_seq, job, steps}
 """
 
 # The processing lease. A new holder gets a fresh token from a counter, so
@@ -265,6 +267,21 @@ return 1
 
 # Open connections by the time they last said they were alive, in Redis' clock
 # so that replicas' clocks do not matter.
+# Appends a target language to the session's list unless it is there or the
+# list is full: 1 added, 0 already there, -1 full.
+_ADD_TARGET_SCRIPT = """
+local raw = redis.call('HGET', KEYS[1], 'targets')
+if not raw then return redis.error_reply('NOSESSION') end
+local targets = cjson.decode(raw)
+for _, language in ipairs(targets) do
+  if language == ARGV[1] then return 0 end
+end
+if #targets >= tonumber(ARGV[2]) then return -1 end
+table.insert(targets, ARGV[1])
+redis.call('HSET', KEYS[1], 'targets', cjson.encode(targets))
+return 1
+"""
+
 _JOIN_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 local clock = redis.call('TIME')
@@ -357,11 +374,13 @@ class NextJob:
     """A job to take, if any, with the output of it already logged.
 
     `pending` counts all the session's pending jobs, those taken before
-    included; `context` is the session's stored context.
+    included; `context` is the session's stored context and `targets` its
+    target languages now.
     """
 
     pending: int
     context: str
+    targets: list[str]
     job: Job | None = None
     steps: dict[str, int] = field(default_factory=dict)
 
@@ -420,6 +439,7 @@ class SessionStore:
         self._ttl_s = ttl_s
         self._max_events = max_events
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
+        self._add_target = self._redis.register_script(_ADD_TARGET_SCRIPT)
         self._input = self._redis.register_script(_INPUT_SCRIPT)
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
         self._acquire = self._redis.register_script(_ACQUIRE_SCRIPT)
@@ -517,6 +537,16 @@ class SessionStore:
         args = [digest(token), self._ttl_s, limit]
         added = await self._script(session_id, self._add_listener, keys, args)
         return token if added else None
+
+    async def add_target(
+        self, session_id: str, language: str, limit: int
+    ) -> Literal["added", "present", "full"]:
+        """Adds a target language to the session, at most `limit` in all."""
+        keys = self._keys(session_id, "session")
+        added = await self._script(
+            session_id, self._add_target, keys, [language, limit]
+        )
+        return "added" if added == 1 else "present" if added == 0 else "full"
 
     async def authenticate(self, session_id: str, token: str) -> SessionConfig:
         """Checks a speaker or listener token in constant time; refreshes the TTL."""
@@ -720,15 +750,17 @@ class SessionStore:
         """The first pending job numbered above `after`, with what it needs."""
         keys = self._keys(session_id, "session", "jobs", "steps")
         reply = await self._script(session_id, self._next_job, keys, [after])
-        context = reply[1].decode()
-        if len(reply) == 2:
-            return NextJob(pending=int(reply[0]), context=context)
-        seq, flat = int(reply[2]), reply[4]
+        pending, context, targets = int(reply[0]), reply[1].decode(), reply[2]
+        targets = json.loads(targets) if targets else []
+        if len(reply) == 3:
+            return NextJob(pending=pending, context=context, targets=targets)
+        seq, flat = int(reply[3]), reply[5]
         steps = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return NextJob(
-            pending=int(reply[0]),
+            pending=pending,
             context=context,
-            job=_parse_job(seq, reply[3]),
+            targets=targets,
+            job=_parse_job(seq, reply[4]),
             steps=steps,
         )
 

@@ -116,6 +116,24 @@ async def test_listener_tokens_open_their_session_to_listen(
         await store.authenticate(session_id, listener)
 
 
+async def test_target_languages_are_added_once_up_to_the_limit(
+    store: SessionStore,
+) -> None:
+    session_id, speaker = await store.create(REQUEST)
+
+    assert await store.add_target(session_id, "fr", limit=4) == "added"
+    assert await store.add_target(session_id, "fr", limit=4) == "present"
+    assert await store.add_target(session_id, "es", limit=4) == "present"
+    assert await store.add_target(session_id, "de", limit=4) == "added"
+    assert await store.add_target(session_id, "it", limit=4) == "full"
+    # The processor reads the list with each job, the ready message from it too.
+    assert (await store.next_job(session_id, 0)).targets == ["es", "pt", "fr", "de"]
+    config = await store.authenticate(session_id, speaker)
+    assert config.targets == ["es", "pt", "fr", "de"]
+    with pytest.raises(SessionNotFound):
+        await store.add_target("nope", "fr", limit=4)
+
+
 async def test_connections_are_counted_up_to_the_limit(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
 
