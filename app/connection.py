@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.errors import ProtocolViolation, SessionError, TolkError
 from app.fanout import RESYNC, Fanout, Subscription
+from app.intake import Stored
 from app.metrics import IngressMetrics
 from app.processor import SessionProcessor
 from app.protocol import (
@@ -307,16 +308,35 @@ class SessionConnection:
         await self._keep_pace(len(data) // 2)
         start = self._input_cursor
         self._input_cursor += len(data) // 2
-        await self._ack(await self._require_processor().feed(data, start))
+        await self._heed(await self._require_processor().feed(data, start))
 
-    # Limitation: the pace is kept per connection, so a client that
-    # reconnects again and again gets a fresh burst each time; a budget per
-    # session in Redis would close that.
+    async def _heed(self, stored: Stored) -> None:
+        """Acknowledges stored input, then holds the speaker back if need be.
+
+        Not reading pushes back on a fast client through TCP: it gets no
+        error, and other sessions keep their share of the stages and Redis.
+        """
+        await self._ack(stored.position)
+        if stored.pace_wait_s > 0:
+            # The session's audio, over all its connections, is ahead of pace.
+            await asyncio.sleep(stored.pace_wait_s)
+        limit = self._context.settings.max_pending_utterances
+        pending = stored.pending_jobs
+        if pending < limit:
+            return
+        logger.warning(
+            "session %s: %d utterances wait for the stages; input paused",
+            self._session_id,
+            pending,
+        )
+        await self._context.store.wait_for_backlog(self._session_id, limit)
+        logger.info("session %s: input resumed", self._session_id)
+
     async def _keep_pace(self, samples: int) -> None:
-        """Holds the client to `max_audio_speed` times real time, plus a burst.
+        """Holds the connection to `max_audio_speed` times real time, plus a burst.
 
-        Reading more slowly pushes back on a fast client through TCP; it gets
-        no error, and the replica's other sessions keep their share of CPU.
+        The session's pace, over reconnections, is kept in Redis; this one
+        also counts audio the session had already, which a client may resend.
         """
         settings = self._context.settings
         self._audio_s += samples / self._sample_rate
@@ -343,7 +363,7 @@ class SessionConnection:
             await self._change_rate(config, message.sample_rate)
         if isinstance(message, EndOfStream):
             processor = self._require_processor()
-            await self._ack(await processor.end_of_stream(self._input_cursor))
+            await self._heed(await processor.end_of_stream(self._input_cursor))
         if isinstance(message, AddTarget):
             await self._add_target(config, message.language)
 

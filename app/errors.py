@@ -6,6 +6,7 @@ TolkError
     ├── SessionNotFound     unknown or expired session id
     ├── SessionEnded        the session was closed on purpose
     ├── Unauthorized        wrong token
+    ├── TooManySessions     the API key has its most sessions alive
     └── ProtocolViolation   a client message the protocol forbids
 """
 
@@ -53,6 +54,12 @@ class SessionEnded(SessionError):
 class Unauthorized(SessionError):
     code = "unauthorized"
     close_code = CloseCode.UNAUTHORIZED
+
+
+class TooManySessions(SessionError):
+    """The API key that asks for a session has `max_sessions_per_key` alive."""
+
+    code = "too_many_sessions"
 
 
 class LeaseLost(SessionError):

@@ -21,7 +21,13 @@ from ray.serve.handle import DeploymentHandle
 
 from app.access import ApiKeys, bearer, origin_allowed
 from app.connection import IngressContext, SessionConnection
-from app.errors import SessionEnded, SessionNotFound, StoreUnavailable, Unauthorized
+from app.errors import (
+    SessionEnded,
+    SessionNotFound,
+    StoreUnavailable,
+    TooManySessions,
+    Unauthorized,
+)
 from app.fanout import Fanout
 from app.metrics import IngressMetrics
 from app.protocol import CloseCode, ListenerCreated, SessionCreated, SessionRequest
@@ -29,7 +35,7 @@ from app.registry import ProcessorRegistry
 from app.segmenter import Segmenter, SegmenterConfig
 from app.settings import IngressSettings
 from app.stages import Capabilities, ServeStages
-from app.store import SessionConfig, SessionStore
+from app.store import AudioPace, SessionConfig, SessionStore
 from app.tasks import cancel_and_wait
 from app.usage import UsageLedger
 from app.vad import SpeechDetector
@@ -113,7 +119,11 @@ class Ingress:
             self._settings.redis_url,
             ttl_s=self._settings.session_ttl_s,
             max_events=self._settings.event_log_max_events,
+            max_log_bytes=self._settings.event_log_max_bytes,
             max_connections=self._settings.redis_max_connections,
+            pace=AudioPace(
+                self._settings.max_audio_speed, self._settings.audio_burst_s
+            ),
         )
         self._ledger = UsageLedger(self._store)
         metrics = IngressMetrics()
@@ -275,10 +285,15 @@ class Ingress:
             raise HTTPException(422, refusal)
 
         try:
-            session_id, token = await self._store.create(request, key_id)
+            session_id, token = await self._store.create(
+                request, key_id, key_limit=settings.max_sessions_per_key
+            )
         except StoreUnavailable as error:
             logger.error("cannot create a session: %s", error)
             raise HTTPException(503, "the session store is unreachable") from error
+        except TooManySessions as error:
+            logger.warning("session refused: key %s has its most sessions", key_id)
+            raise HTTPException(429, error.message) from error
         logger.info(
             "session %s: created on %s with key %s, %d targets",
             session_id,

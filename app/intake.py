@@ -26,6 +26,19 @@ logger = logging.getLogger("tolk.intake")
 _MOVED_RETRIES = 5
 
 
+@dataclass(frozen=True)
+class Stored:
+    """Where the session's input stands after a chunk, and what to heed.
+
+    `pending_jobs` counts the utterances and `end`s waiting to be output;
+    `pace_wait_s` is how far the session's audio is ahead of its pace.
+    """
+
+    position: int
+    pending_jobs: int = 0
+    pace_wait_s: float = 0.0
+
+
 @dataclass
 class _Input:
     """This replica's copy of the session's input state."""
@@ -62,10 +75,7 @@ class SessionIntake:
         """Utterances that had ended when this replica last saw the input."""
         return self._input.utterances if self._input else 0
 
-    # Limitation: ended utterances wait as jobs however many there are; a
-    # speaker far ahead of the stages (or spamming `end`) grows the session's
-    # jobs in Redis until processing catches up or the session expires.
-    async def feed(self, pcm16: bytes, start: int) -> int:
+    async def feed(self, pcm16: bytes, start: int) -> Stored:
         """Stores audio whose first sample is the client's sample `start`.
 
         Returns the stored position. Samples before the stored position were
@@ -78,7 +88,7 @@ class SessionIntake:
                 state = await self._loaded()
                 already = state.position - start
                 if already * 2 >= len(pcm16):
-                    return state.position
+                    return Stored(state.position)
                 if already < 0 and not fresh:
                     # Another replica stored audio since this one last did.
                     self._forget(state.position)
@@ -98,11 +108,11 @@ class SessionIntake:
                     self._forget(moved.position)
             raise InputMoved(self.session_id, -1)
 
-    async def configure(self, sample_rate: int, at: int) -> int:
+    async def configure(self, sample_rate: int, at: int) -> Stored:
         """The audio after the client's sample `at` has a new sample rate."""
         return await self._control(at, new_rate=sample_rate)
 
-    async def end(self, at: int) -> int:
+    async def end(self, at: int) -> Stored:
         """Ends the utterance in progress after the client's sample `at`.
 
         The `end_of_stream` announcement is queued as a job. An `end` at the
@@ -113,7 +123,7 @@ class SessionIntake:
 
     async def _control(
         self, at: int, *, end: bool = False, new_rate: int | None = None
-    ) -> int:
+    ) -> Stored:
         """Applies `config` or `end`, but only where its sender put it.
 
         A control message that a stale socket delivers late, after another
@@ -135,9 +145,9 @@ class SessionIntake:
                         at,
                         state.position,
                     )
-                    return state.position
+                    return Stored(state.position)
                 if new_rate == state.sample_rate:
-                    return state.position
+                    return Stored(state.position)
                 try:
                     return await self._apply(state, b"", end=end, new_rate=new_rate)
                 except InputMoved as moved:
@@ -178,7 +188,8 @@ class SessionIntake:
         *,
         end: bool = False,
         new_rate: int | None = None,
-    ) -> int:
+    ) -> Stored:
+        seconds = len(pcm16) / 2 / state.sample_rate
         # The in-memory state changes first; any failure below leaves it
         # unusable, so it is dropped and read again from Redis.
         self._input = None
@@ -201,6 +212,7 @@ class SessionIntake:
             ended=tuple(u.to_bytes() for u in segmentation.ended),
             end=end,
             sample_rate=new_rate,
+            seconds=seconds,
         )
         written = await self._store.write_input(self.session_id, write)
         state.position = written.position
@@ -211,7 +223,7 @@ class SessionIntake:
 
         if segmentation.partial_due and not segmentation.ended:
             self._on_partial(state.utterances + 1, bytes(state.buffer))
-        return state.position
+        return Stored(state.position, written.pending_jobs, written.pace_wait_s)
 
     def _segment(
         self, state: _Input, pcm16: bytes, drain: bool, end: bool

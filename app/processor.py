@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import LeaseLost, StoreUnavailable, TolkError
-from app.intake import SessionIntake
+from app.intake import SessionIntake, Stored
 from app.phrasing import PhrasingConfig, speech_segments
 from app.protocol import (
     AudioHeader,
@@ -95,25 +95,25 @@ class SessionProcessor:
     def start(self) -> None:
         self._worker = _detached(self._work(), f"tolk-worker-{self.session_id}")
 
-    async def feed(self, pcm16: bytes, start: int) -> int:
-        """Stores client audio from sample `start`; returns the stored position."""
+    async def feed(self, pcm16: bytes, start: int) -> Stored:
+        """Stores client audio from sample `start`; says where the input stands."""
         self._raise_if_failed()
         before = self.intake.utterances
-        position = await self.intake.feed(pcm16, start)
+        stored = await self.intake.feed(pcm16, start)
         if self.intake.utterances != before:
             self._wake.set()
-        return position
+        return stored
 
-    async def configure(self, sample_rate: int, at: int) -> int:
+    async def configure(self, sample_rate: int, at: int) -> Stored:
         self._raise_if_failed()
         return await self.intake.configure(sample_rate, at)
 
-    async def end_of_stream(self, at: int) -> int:
+    async def end_of_stream(self, at: int) -> Stored:
         """Ends the utterance in progress; `end_of_stream` follows its output."""
         self._raise_if_failed()
-        position = await self.intake.end(at)
+        stored = await self.intake.end(at)
         self._wake.set()
-        return position
+        return stored
 
     def _raise_if_failed(self) -> None:
         if self.failure is not None:

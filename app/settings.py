@@ -39,6 +39,12 @@ class IngressSettings(BaseSettings):
     event_log_max_events: int = Field(
         1000, ge=10, description="Output events kept per session for catch-up."
     )
+    event_log_max_bytes: int = Field(
+        16 << 20,
+        ge=1 << 16,
+        description="Bytes of output (synthesized speech included) kept per "
+        "session for catch-up; the oldest events go first.",
+    )
     readiness_timeout_s: float = Field(
         5.0, gt=0, description="Time Redis and each stage have to answer /readyz."
     )
@@ -57,11 +63,24 @@ class IngressSettings(BaseSettings):
     audio_burst_s: float = Field(
         30.0,
         ge=0,
-        description="Seconds of audio a connection may send ahead of that pace, "
+        description="Seconds of audio a session may send ahead of that pace, "
         "e.g. what a client buffered while reconnecting.",
+    )
+    max_pending_utterances: int = Field(
+        32,
+        ge=1,
+        description="Ended utterances (and ends) of a session waiting for the "
+        "stages; with this many, the speaker's audio is not read until one is "
+        "output.",
     )
     max_connections_per_session: int = Field(
         16, ge=1, description="Open connections one session may have."
+    )
+    max_sessions_per_key: int = Field(
+        100,
+        ge=1,
+        description="Sessions one API key may have alive; more get HTTP 429 "
+        "until one ends or expires.",
     )
     max_listeners_per_session: int = Field(
         100, ge=1, description="Listener tokens one session may issue."

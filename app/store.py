@@ -21,6 +21,7 @@ write.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
@@ -43,6 +44,7 @@ from app.errors import (
     SessionEnded,
     SessionNotFound,
     StoreUnavailable,
+    TooManySessions,
     Unauthorized,
 )
 from app.protocol import SessionEvent, SessionRequest
@@ -66,6 +68,8 @@ _SESSION_KEYS = (
 # Puts the id at the front of the header, logs the event and publishes it, in
 # one step, so that log order, id order and publish order are the same. A
 # `step` names the output once: a second emit of it returns the first id.
+# The log keeps at most ARGV[3] events and ARGV[9] bytes (`log_bytes` counts
+# them), dropping the oldest; the newest event is always kept.
 _EMIT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[6] then
@@ -82,8 +86,19 @@ then
 end
 local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
 local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0',
-           'h', header, 'b', ARGV[2])
+-- A log that Redis lost holds nothing, whatever the count said.
+if redis.call('XLEN', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], 'log_bytes', 0) end
+redis.call('XADD', KEYS[2], id .. '-0', 'h', header, 'b', ARGV[2])
+local total = redis.call('HINCRBY', KEYS[1], 'log_bytes', #header + #ARGV[2])
+local count = redis.call('XLEN', KEYS[2])
+while count > 1 and (count > tonumber(ARGV[3]) or total > tonumber(ARGV[9])) do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  local size = 0
+  for i = 2, #oldest[2], 2 do size = size + #oldest[2][i] end
+  redis.call('XDEL', KEYS[2], oldest[1])
+  total = redis.call('HINCRBY', KEYS[1], 'log_bytes', -size)
+  count = count - 1
+end
 redis.call('PUBLISH', ARGV[4], header .. '\\n' .. ARGV[2])
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], ARGV[7], id) end
 for i = 1, #KEYS do
@@ -95,15 +110,32 @@ return id
 # Applies the effect of one received chunk of audio (or of a `config` or an
 # `end`), if the input is still as the writer last saw it: every write bumps
 # the input's version. Ended utterances and `end` requests become jobs, in
-# order.
+# order. The session's audio pace is a token bucket of seconds of audio
+# (ARGV[11] this chunk's, refilled at ARGV[12] per second up to ARGV[13]):
+# the reply says how long the writer should wait before reading more, and
+# how many jobs are pending.
 _INPUT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 local state = redis.call('HMGET', KEYS[1], 'input_version', 'input_samples')
 if tonumber(state[1] or '0') ~= tonumber(ARGV[1]) then
   return redis.error_reply('STALE ' .. (state[2] or '0'))
 end
+local wait = 0
+local seconds = tonumber(ARGV[11])
+if seconds > 0 then
+  local speed, burst = tonumber(ARGV[12]), tonumber(ARGV[13])
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local pace = redis.call('HMGET', KEYS[1], 'pace_credit', 'pace_at')
+  local credit = tonumber(pace[1] or burst)
+  local since = math.max(0, now - tonumber(pace[2] or now))
+  credit = math.min(burst, credit + since * speed) - seconds
+  redis.call('HSET', KEYS[1], 'pace_credit', tostring(credit), 'pace_at',
+             tostring(now))
+  if credit < 0 then wait = -credit / speed end
+end
 local result = {}
-for i = 11, #ARGV do
+for i = 14, #ARGV do
   local n = redis.call('HINCRBY', KEYS[1], 'utterances', 1)
   local seq = redis.call('HINCRBY', KEYS[1], 'job_seq', 1)
   redis.call('HSET', KEYS[3], seq, 'U:' .. n .. ':' .. ARGV[i])
@@ -123,6 +155,8 @@ then
   redis.call('HSET', KEYS[1], 'last_end_at', position)
 end
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
+table.insert(result, 1, tostring(wait))
+table.insert(result, 1, redis.call('HLEN', KEYS[3]))
 table.insert(result, 1, version)
 table.insert(result, 1, position)
 return result
@@ -282,6 +316,26 @@ redis.call('HSET', KEYS[1], 'targets', cjson.encode(targets))
 return 1
 """
 
+# The sessions of one API key, each scored by when it would expire if idle:
+# admits one more unless `limit` are still alive (1 admitted, 0 refused).
+_ADMIT_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], deadline, ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], deadline)
+return 1
+"""
+
+# A session that is still in use counts against its key for another TTL.
+_KEEP_ADMITTED_SCRIPT = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], deadline)
+return 1
+"""
+
 _JOIN_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 local clock = redis.call('TIME')
@@ -342,13 +396,32 @@ class InputWrite:
     ended: tuple[bytes, ...] = ()
     end: bool = False
     sample_rate: int | None = None
+    # Seconds of audio the chunk holds, counted against the session's pace.
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class InputWritten:
+    """What a write left: the stored position and what the writer should heed.
+
+    `pending_jobs` counts the session's utterances and `end`s waiting to be
+    output; `pace_wait_s` is how far the session's audio is ahead of its pace.
+    """
+
     position: int
     version: int
     utterances: list[int]
+    pending_jobs: int = 0
+    pace_wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class AudioPace:
+    """How fast a session's audio may arrive: `speed` times real time, after
+    a burst of `burst_s` seconds."""
+
+    speed: float
+    burst_s: float
 
 
 @dataclass(frozen=True)
@@ -423,7 +496,14 @@ class SessionStore:
     """Owns key names, TTLs and the scripts; speaks sessions, not Redis."""
 
     def __init__(
-        self, url: str, *, ttl_s: int, max_events: int, max_connections: int = 32
+        self,
+        url: str,
+        *,
+        ttl_s: int,
+        max_events: int,
+        max_connections: int = 32,
+        max_log_bytes: int = 16 << 20,
+        pace: AudioPace | None = None,
     ) -> None:
         # Bounded: a flood of sockets waits for a connection rather than
         # opening one each, and a replica never holds more than this many.
@@ -438,8 +518,12 @@ class SessionStore:
         self._redis = redis.Redis(connection_pool=pool)
         self._ttl_s = ttl_s
         self._max_events = max_events
+        self._max_log_bytes = max_log_bytes
+        self._pace = pace
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
         self._add_target = self._redis.register_script(_ADD_TARGET_SCRIPT)
+        self._admit = self._redis.register_script(_ADMIT_SCRIPT)
+        self._keep_admitted = self._redis.register_script(_KEEP_ADMITTED_SCRIPT)
         self._input = self._redis.register_script(_INPUT_SCRIPT)
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
         self._acquire = self._redis.register_script(_ACQUIRE_SCRIPT)
@@ -495,15 +579,27 @@ class SessionStore:
     async def ping(self) -> None:
         await self._call(self._redis.ping)
 
+    @staticmethod
+    def _key_sessions(api_key: str) -> str:
+        return f"tolk:apikey:{{{api_key}}}:sessions"
+
     async def create(
-        self, request: SessionRequest, api_key: str = ""
+        self, request: SessionRequest, api_key: str = "", *, key_limit: int = 0
     ) -> tuple[str, str]:
         """Stores a new session; returns its id and its speaker's secret token.
 
-        `api_key` is the id of the key that created it.
+        `api_key` is the id of the key that created it; with `key_limit`, at
+        most that many of its sessions may be alive (`TooManySessions`).
         """
         session_id = secrets.token_hex(12)
         token = secrets.token_urlsafe(32)
+        if api_key and key_limit:
+            keys = [self._key_sessions(api_key)]
+            args = [session_id, int(time.time() * 1000), self._ttl_s * 1000, key_limit]
+            if not await self._script(session_id, self._admit, keys, args):
+                raise TooManySessions(
+                    session_id, f"this API key has {key_limit} sessions alive"
+                )
         fields: dict[str, Any] = {
             "source": request.source,
             "targets": json.dumps(request.targets),
@@ -604,13 +700,18 @@ class SessionStore:
     async def touch(self, session_id: str) -> None:
         """Refreshes the TTL of a session's keys; a no-op for missing ones."""
 
-        async def refresh() -> None:
+        async def refresh() -> Any:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key in self._keys(session_id):
                     pipe.expire(key, self._ttl_s)
-                await pipe.execute()
+                pipe.hget(self._key(session_id, "session"), "api_key")
+                return (await pipe.execute())[-1]
 
-        await self._call(refresh)
+        api_key = await self._call(refresh)
+        if api_key:
+            keys = [self._key_sessions(api_key.decode())]
+            args = [session_id, int(time.time() * 1000), self._ttl_s * 1000]
+            await self._script(session_id, self._keep_admitted, keys, args)
 
     async def exists(self, session_id: str) -> bool:
         key = self._key(session_id, "session")
@@ -618,6 +719,13 @@ class SessionStore:
 
     async def close(self, session_id: str) -> bool:
         """Deletes a session and tells its connections; False if it was gone."""
+        api_key = await self._call(
+            lambda: self._redis.hget(self._key(session_id, "session"), "api_key")
+        )
+        if api_key:
+            # It no longer counts against its key.
+            sessions = self._key_sessions(api_key.decode())
+            await self._call(lambda: self._redis.zrem(sessions, session_id))
         keys = [*self._keys(session_id), self._key(session_id, "lease")]
         keys.append(self._key(session_id, "closed"))
         args = [self._ttl_s, self.channel(session_id), CLOSED_NOTICE]
@@ -698,6 +806,9 @@ class SessionStore:
             self._ttl_s,
             "1" if write.end else "0",
             write.sample_rate or "",
+            write.seconds if self._pace else 0,
+            self._pace.speed if self._pace else 0,
+            self._pace.burst_s if self._pace else 0,
             *write.ended,
         ]
         keys = self._keys(session_id, "session", "audio", "jobs", "steps", "events")
@@ -705,7 +816,9 @@ class SessionStore:
         return InputWritten(
             position=int(result[0]),
             version=int(result[1]),
-            utterances=[int(n) for n in result[2:]],
+            pending_jobs=int(result[2]),
+            pace_wait_s=float(result[3]),
+            utterances=[int(n) for n in result[4:]],
         )
 
     async def complete_job(
@@ -745,6 +858,20 @@ class SessionStore:
         key = self._key(session_id, "jobs")
         numbers = await self._call(lambda: self._redis.hkeys(key))
         return sorted(int(number) for number in numbers)
+
+    async def wait_for_backlog(
+        self, session_id: str, limit: int, *, poll_s: float = 0.25
+    ) -> int:
+        """Waits until fewer than `limit` jobs are pending; returns how many are.
+
+        Polls: the processor that completes jobs may be on another replica, and
+        a paused speaker is rare enough that a channel for it is not worth it.
+        """
+        while True:
+            pending = len(await self.pending_jobs(session_id))
+            if pending < limit:
+                return pending
+            await asyncio.sleep(poll_s)
 
     async def next_job(self, session_id: str, after: int) -> NextJob:
         """The first pending job numbered above `after`, with what it needs."""
@@ -816,6 +943,7 @@ class SessionStore:
             owner or "",
             step or "",
             "" if while_open is None else while_open,
+            self._max_log_bytes,
         ]
         return int(await self._script(session_id, self._emit, keys, args))
 

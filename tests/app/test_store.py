@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
+from app.embedded_redis import EmbeddedRedis
 from app.errors import (
     InputMoved,
     LeaseLost,
     SessionEnded,
     SessionNotFound,
+    TooManySessions,
     Unauthorized,
 )
 from app.fanout import Fanout
 from app.protocol import AudioHeader, Final, Partial, SessionRequest
 from app.segmenter import FRAME_BYTES, FRAME_SAMPLES, EndedUtterance
-from app.store import EndJob, InputWrite, SessionStore, UtteranceJob
+from app.store import AudioPace, EndJob, InputWrite, SessionStore, UtteranceJob
 
 REQUEST = SessionRequest(source="en", targets=["es", "pt"], sample_rate=22050)
 
@@ -132,6 +135,30 @@ async def test_target_languages_are_added_once_up_to_the_limit(
     assert config.targets == ["es", "pt", "fr", "de"]
     with pytest.raises(SessionNotFound):
         await store.add_target("nope", "fr", limit=4)
+
+
+async def test_an_api_key_has_a_bounded_number_of_sessions(
+    redis_server: EmbeddedRedis,
+) -> None:
+    store = SessionStore(redis_server.url, ttl_s=1, max_events=50)
+    try:
+        first, _ = await store.create(REQUEST, "key-a", key_limit=2)
+        await store.create(REQUEST, "key-a", key_limit=2)
+        with pytest.raises(TooManySessions):
+            await store.create(REQUEST, "key-a", key_limit=2)
+        # Other keys have their own count; an ended session frees a place.
+        await store.create(REQUEST, "key-b", key_limit=2)
+        await store.close(first)
+        in_use, _ = await store.create(REQUEST, "key-a", key_limit=2)
+        # A session in use keeps its place; idle ones free theirs as they expire.
+        await asyncio.sleep(0.6)
+        await store.touch(in_use)
+        await asyncio.sleep(0.6)
+        await store.create(REQUEST, "key-a", key_limit=2)
+        with pytest.raises(TooManySessions):
+            await store.create(REQUEST, "key-a", key_limit=2)
+    finally:
+        await store.aclose()
 
 
 async def test_connections_are_counted_up_to_the_limit(store: SessionStore) -> None:
@@ -737,3 +764,97 @@ async def test_a_preview_of_an_ended_utterance_is_dropped(store: SessionStore) -
 
     assert (opened, late, next_one) == (1, 0, 2)
     assert [r.id for r in await store.events_after(session_id, 0)] == [1, 2]
+
+
+async def test_the_audio_pace_is_the_session_s_over_all_writers(
+    redis_server: EmbeddedRedis,
+) -> None:
+    pace = AudioPace(speed=2.0, burst_s=1.0)
+    replicas = [
+        SessionStore(redis_server.url, ttl_s=60, max_events=50, pace=pace)
+        for _ in range(2)
+    ]
+    try:
+        session_id, _ = await replicas[0].create(REQUEST)
+        one_second = replace(chunk(0), seconds=1.0)
+
+        first = await replicas[0].write_input(session_id, one_second)
+        # The burst is spent: the next second of audio, from another replica,
+        # is half a second (at twice real time) ahead of the pace.
+        second = await replicas[1].write_input(
+            session_id, replace(one_second, expected_version=first.version)
+        )
+        assert first.pace_wait_s == 0
+        assert 0.4 < second.pace_wait_s <= 0.5
+        # Waiting refills the bucket at the pace: 0.3 s gives 0.6 s of audio.
+        await asyncio.sleep(0.3)
+        third = await replicas[0].write_input(
+            session_id, replace(chunk(second.version), seconds=0.2)
+        )
+        assert 0.1 < third.pace_wait_s <= 0.3
+    finally:
+        for replica in replicas:
+            await replica.aclose()
+
+
+async def test_writes_say_how_many_jobs_wait(store: SessionStore) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    written = await store.write_input(
+        session_id, chunk(0, ended=(utterance(1), utterance(2)))
+    )
+    ended = await store.write_input(session_id, chunk(written.version, end=True))
+
+    assert written.pending_jobs == 2
+    assert ended.pending_jobs == 3
+
+
+async def test_the_log_keeps_a_bounded_number_of_bytes(
+    redis_server: EmbeddedRedis,
+) -> None:
+    store = SessionStore(redis_server.url, ttl_s=60, max_events=50, max_log_bytes=3000)
+    try:
+        session_id, _ = await store.create(REQUEST)
+        speech = AudioHeader(
+            utterance=1, language="pt", segment=0, sample_rate=24000, bytes=1000
+        )
+        for _ in range(5):
+            await store.emit(session_id, speech, b"\x01" * 1000)
+        kept = await store.events_after(session_id, 0)
+        # The oldest go first; what is left fits, and its size is counted.
+        assert [record.id for record in kept] == [4, 5]
+        size = sum(len(record.header) + len(record.payload) for record in kept)
+        stored = await store.client.hget(f"tolk:{{{session_id}}}:session", "log_bytes")
+        assert int(stored) == size <= 3000
+
+        # An event bigger than the whole budget is still kept, alone.
+        await store.emit(session_id, speech, b"\x02" * 5000)
+        assert [r.id for r in await store.events_after(session_id, 0)] == [6]
+        resume = await store.resume(session_id, None, 0)
+        assert resume.status == "trimmed"
+
+        # A log that Redis lost starts its count again.
+        await store.client.delete(f"tolk:{{{session_id}}}:events")
+        for _ in range(2):
+            await store.emit(session_id, speech, b"\x03" * 1000)
+        assert [r.id for r in await store.events_after(session_id, 0)] == [7, 8]
+    finally:
+        await store.aclose()
+
+
+async def test_a_backlog_is_waited_out_until_a_job_completes(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+    ended = (utterance(1), utterance(2), utterance(3))
+    await store.write_input(session_id, chunk(0, ended=ended))
+    token = await store.acquire_lease(session_id, 5000)
+    assert token
+
+    waiting = asyncio.create_task(store.wait_for_backlog(session_id, 3, poll_s=0.05))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+
+    await store.complete_job(session_id, 1, "", owner=token)
+    assert await asyncio.wait_for(waiting, 1) == 2
+    assert await store.wait_for_backlog(session_id, 3) == 2

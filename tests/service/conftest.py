@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _DEPLOY_TIMEOUT_S = 600
 # A page elsewhere that the tests' service lets open WebSockets.
 ALLOWED_ORIGIN = "https://app.example"
+# A second API key, for the test that spends all of its sessions; the limit is
+# high enough for everything else the suite does with the first key.
+LIMITED_KEY = new_key()
+SESSIONS_PER_KEY = 300
 
 
 def _deploy_config(redis_url: str, port: int, api_key: str) -> ServeDeploySchema:
@@ -33,8 +37,9 @@ def _deploy_config(redis_url: str, port: int, api_key: str) -> ServeDeploySchema
         args["redis_url"] = redis_url
         args["ingress"] = {
             **(args.get("ingress") or {}),
-            "api_keys": [digest(api_key)],
+            "api_keys": [digest(api_key), digest(LIMITED_KEY)],
             "allowed_origins": [ALLOWED_ORIGIN],
+            "max_sessions_per_key": SESSIONS_PER_KEY,
         }
     return ServeDeploySchema.model_validate(document)
 
