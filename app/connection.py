@@ -6,16 +6,17 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.errors import ProtocolViolation, SessionError, TolkError
+from app.errors import InputThrottled, ProtocolViolation, SessionError, TolkError
 from app.fanout import RESYNC, Fanout, Subscription
 from app.intake import Stored
 from app.metrics import IngressMetrics
@@ -93,6 +94,8 @@ class SessionConnection:
         self._audio_s = 0.0
         self._opened = time.monotonic()
         self._sample_rate = 16_000
+        # A message received while input waited, to handle once it may go on.
+        self._held: Message | None = None
 
     async def run(self) -> None:
         await self._socket.accept()
@@ -268,7 +271,7 @@ class SessionConnection:
     async def _receive(self, config: SessionConfig) -> None:
         limit = self._context.settings.max_frame_bytes
         while True:
-            message = await self._socket.receive()
+            message, self._held = self._held or await self._socket.receive(), None
             if message["type"] == "websocket.disconnect":
                 return
             data: bytes | None = message.get("bytes")
@@ -308,29 +311,71 @@ class SessionConnection:
         await self._keep_pace(len(data) // 2)
         start = self._input_cursor
         self._input_cursor += len(data) // 2
-        await self._heed(await self._require_processor().feed(data, start))
+        processor = self._require_processor()
+        while True:
+            try:
+                stored = await processor.feed(data, start)
+                break
+            except InputThrottled as throttled:
+                # Another connection of the session took its share first.
+                if throttled.wait_s is None:
+                    await self._wait_for_stages()
+                else:
+                    await self._watching(asyncio.sleep(throttled.wait_s))
+        await self._heed(stored)
 
     async def _heed(self, stored: Stored) -> None:
         """Acknowledges stored input, then holds the speaker back if need be.
 
         Not reading pushes back on a fast client through TCP: it gets no
         error, and other sessions keep their share of the stages and Redis.
+        The store refuses audio beyond both limits anyway; waiting here first
+        spares the detector work on chunks it would refuse.
         """
         await self._ack(stored.position)
         if stored.pace_wait_s > 0:
             # The session's audio, over all its connections, is ahead of pace.
-            await asyncio.sleep(stored.pace_wait_s)
+            await self._watching(asyncio.sleep(stored.pace_wait_s))
+        if stored.pending_jobs >= self._context.settings.max_pending_utterances:
+            await self._wait_for_stages()
+
+    async def _wait_for_stages(self) -> None:
         limit = self._context.settings.max_pending_utterances
-        pending = stored.pending_jobs
-        if pending < limit:
-            return
         logger.warning(
             "session %s: %d utterances wait for the stages; input paused",
             self._session_id,
-            pending,
+            limit,
         )
-        await self._context.store.wait_for_backlog(self._session_id, limit)
+        await self._watching(
+            self._context.store.wait_for_backlog(self._session_id, limit)
+        )
         logger.info("session %s: input resumed", self._session_id)
+
+    async def _watching(self, waiting: Coroutine[Any, Any, Any]) -> None:
+        """Awaits `waiting` while still noticing that the client went away.
+
+        The next message is received and kept for after the wait, so a client
+        that disconnects meanwhile does not leave a connection behind that
+        counts against its session; the one after that is not read, and TCP
+        pushes back.
+        """
+        task = asyncio.create_task(waiting)
+        listening: asyncio.Task[Message] | None = None
+        try:
+            while self._held is None:
+                listening = asyncio.create_task(self._socket.receive())
+                await asyncio.wait(
+                    {task, listening}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not listening.done():
+                    break
+                message, listening = listening.result(), None
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                self._held = message
+            await task
+        finally:
+            await cancel_and_wait(task, listening)
 
     async def _keep_pace(self, samples: int) -> None:
         """Holds the connection to `max_audio_speed` times real time, plus a burst.

@@ -7,6 +7,7 @@ TolkError
     ├── SessionEnded        the session was closed on purpose
     ├── Unauthorized        wrong token
     ├── TooManySessions     the API key has its most sessions alive
+    ├── InputThrottled      audio must wait: ahead of pace, or stages behind
     └── ProtocolViolation   a client message the protocol forbids
 """
 
@@ -60,6 +61,18 @@ class TooManySessions(SessionError):
     """The API key that asks for a session has `max_sessions_per_key` alive."""
 
     code = "too_many_sessions"
+
+
+class InputThrottled(SessionError):
+    """The session takes no audio now: it is ahead of its pace (for `wait_s`),
+    or `max_pending_utterances` wait for the stages (`wait_s` is None)."""
+
+    code = "input_throttled"
+
+    def __init__(self, session_id: str, wait_s: float | None) -> None:
+        reason = "ahead of its pace" if wait_s is not None else "stages behind"
+        super().__init__(session_id, f"the session's audio must wait: {reason}")
+        self.wait_s = wait_s
 
 
 class LeaseLost(SessionError):

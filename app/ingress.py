@@ -124,6 +124,7 @@ class Ingress:
             pace=AudioPace(
                 self._settings.max_audio_speed, self._settings.audio_burst_s
             ),
+            max_pending_jobs=self._settings.max_pending_utterances,
         )
         self._ledger = UsageLedger(self._store)
         metrics = IngressMetrics()
@@ -164,6 +165,7 @@ class Ingress:
         # Logs the language pairs at start-up, once the stages answer.
         self._startup = loop.create_task(self._announce())
         self._flushing = loop.create_task(self._ledger.run())
+        self._watching = loop.create_task(metrics.watch_tasks())
 
     async def _announce(self) -> None:
         try:
@@ -373,6 +375,7 @@ class Ingress:
     async def __del__(self) -> None:
         # Ordered shutdown: stop processing, stop listening, close the pool.
         await cancel_and_wait(self._flushing)
+        await cancel_and_wait(self._watching)
         await self._context.registry.aclose()
         await self._context.fanout.aclose()
         await self._store.aclose()

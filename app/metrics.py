@@ -6,6 +6,7 @@ application as tags; Prometheus scrapes them from every node's metrics port.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 import ray
 from ray.serve import metrics
 
+# How often the replica's count of asyncio tasks is taken.
+_TASKS_SAMPLE_S = 5.0
 # Seconds: from a quick Redis round trip to a voice struggling under load.
 _LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
@@ -64,8 +67,19 @@ class IngressMetrics:
         self._errors = metrics.Counter(
             "tolk_errors_total", "Errors sent to clients, by code.", tag_keys=("code",)
         )
+        self._tasks = metrics.Gauge(
+            "tolk_tasks",
+            "Asyncio tasks on the replica's event loop; growth with no more "
+            "connections open is a leak.",
+        )
         self._open = 0
         self._in_flight_by_stage: dict[str, int] = {}
+
+    async def watch_tasks(self) -> None:
+        """Samples the event loop's task count until cancelled."""
+        while self._on:
+            self._tasks.set(len(asyncio.all_tasks()))
+            await asyncio.sleep(_TASKS_SAMPLE_S)
 
     def connection_opened(self) -> None:
         if self._on:

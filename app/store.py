@@ -14,6 +14,9 @@ on a Redis Cluster:
     tolk:{SID}:closed       string: left behind for a while by an explicit close
     tolk:{SID}:live         Pub/Sub channel: the same events, live
 
+and, for each API key, `tolk:apikey:{KEY}:sessions`, the set of the sessions
+it created that may still exist, bounded by the key's session limit.
+
 Every write refreshes the TTL of all of them. Every change that touches more
 than one field or key is one Lua script, so concurrent replicas never lose a
 write.
@@ -40,6 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.access import digest
 from app.errors import (
     InputMoved,
+    InputThrottled,
     LeaseLost,
     SessionEnded,
     SessionNotFound,
@@ -86,8 +90,16 @@ then
 end
 local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
 local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
--- A log that Redis lost holds nothing, whatever the count said.
-if redis.call('XLEN', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], 'log_bytes', 0) end
+-- A log that Redis lost, or one written before it was counted, is counted
+-- anew: the count must never drift from what the log holds.
+if not redis.call('HGET', KEYS[1], 'log_bytes') or
+   redis.call('XLEN', KEYS[2]) == 0 then
+  local size = 0
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+    for i = 2, #entry[2], 2 do size = size + #entry[2][i] end
+  end
+  redis.call('HSET', KEYS[1], 'log_bytes', size)
+end
 redis.call('XADD', KEYS[2], id .. '-0', 'h', header, 'b', ARGV[2])
 local total = redis.call('HINCRBY', KEYS[1], 'log_bytes', #header + #ARGV[2])
 local count = redis.call('XLEN', KEYS[2])
@@ -110,10 +122,11 @@ return id
 # Applies the effect of one received chunk of audio (or of a `config` or an
 # `end`), if the input is still as the writer last saw it: every write bumps
 # the input's version. Ended utterances and `end` requests become jobs, in
-# order. The session's audio pace is a token bucket of seconds of audio
-# (ARGV[11] this chunk's, refilled at ARGV[12] per second up to ARGV[13]):
-# the reply says how long the writer should wait before reading more, and
-# how many jobs are pending.
+# order. Audio (ARGV[11] seconds of it) is refused while ARGV[14] jobs wait
+# (BACKLOG), or while the session is ahead of its pace (PACE and the seconds
+# to wait): a token bucket refilled at ARGV[12] seconds of audio per second
+# up to ARGV[13]. One chunk may overdraw it; the reply says how long the
+# writer should then wait before reading more, and how many jobs wait.
 _INPUT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOSESSION') end
 local state = redis.call('HMGET', KEYS[1], 'input_version', 'input_samples')
@@ -123,19 +136,27 @@ end
 local wait = 0
 local seconds = tonumber(ARGV[11])
 if seconds > 0 then
+  local most = tonumber(ARGV[14])
+  if most > 0 and redis.call('HLEN', KEYS[3]) >= most then
+    return redis.error_reply('BACKLOG')
+  end
   local speed, burst = tonumber(ARGV[12]), tonumber(ARGV[13])
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-  local pace = redis.call('HMGET', KEYS[1], 'pace_credit', 'pace_at')
-  local credit = tonumber(pace[1] or burst)
-  local since = math.max(0, now - tonumber(pace[2] or now))
-  credit = math.min(burst, credit + since * speed) - seconds
-  redis.call('HSET', KEYS[1], 'pace_credit', tostring(credit), 'pace_at',
-             tostring(now))
-  if credit < 0 then wait = -credit / speed end
+  if speed > 0 then
+    local clock = redis.call('TIME')
+    local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+    local pace = redis.call('HMGET', KEYS[1], 'pace_credit', 'pace_at')
+    local credit = tonumber(pace[1] or burst)
+    local since = math.max(0, now - tonumber(pace[2] or now))
+    credit = math.min(burst, credit + since * speed)
+    if credit < 0 then return redis.error_reply('PACE ' .. (-credit / speed)) end
+    credit = credit - seconds
+    redis.call('HSET', KEYS[1], 'pace_credit', tostring(credit), 'pace_at',
+               tostring(now))
+    if credit < 0 then wait = -credit / speed end
+  end
 end
 local result = {}
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   local n = redis.call('HINCRBY', KEYS[1], 'utterances', 1)
   local seq = redis.call('HINCRBY', KEYS[1], 'job_seq', 1)
   redis.call('HSET', KEYS[3], seq, 'U:' .. n .. ':' .. ARGV[i])
@@ -316,23 +337,12 @@ redis.call('HSET', KEYS[1], 'targets', cjson.encode(targets))
 return 1
 """
 
-# The sessions of one API key, each scored by when it would expire if idle:
-# admits one more unless `limit` are still alive (1 admitted, 0 refused).
+# Admits a session to its API key's set unless `limit` are in it already
+# (1 admitted, 0 refused). Members whose session is gone are pruned by the
+# caller first, so a session in use needs no renewal to keep counting.
 _ADMIT_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
-local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], deadline, ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], deadline)
-return 1
-"""
-
-# A session that is still in use counts against its key for another TTL.
-_KEEP_ADMITTED_SCRIPT = """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], deadline)
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -504,6 +514,7 @@ class SessionStore:
         max_connections: int = 32,
         max_log_bytes: int = 16 << 20,
         pace: AudioPace | None = None,
+        max_pending_jobs: int = 0,
     ) -> None:
         # Bounded: a flood of sockets waits for a connection rather than
         # opening one each, and a replica never holds more than this many.
@@ -520,10 +531,10 @@ class SessionStore:
         self._max_events = max_events
         self._max_log_bytes = max_log_bytes
         self._pace = pace
+        self._max_pending_jobs = max_pending_jobs
         self._emit = self._redis.register_script(_EMIT_SCRIPT)
         self._add_target = self._redis.register_script(_ADD_TARGET_SCRIPT)
         self._admit = self._redis.register_script(_ADMIT_SCRIPT)
-        self._keep_admitted = self._redis.register_script(_KEEP_ADMITTED_SCRIPT)
         self._input = self._redis.register_script(_INPUT_SCRIPT)
         self._complete = self._redis.register_script(_COMPLETE_SCRIPT)
         self._acquire = self._redis.register_script(_ACQUIRE_SCRIPT)
@@ -574,6 +585,10 @@ class SessionStore:
                 raise LeaseLost(session_id, "another replica processes it") from error
             if text.startswith("STALE "):
                 raise InputMoved(session_id, int(text.split()[1])) from error
+            if text.startswith("PACE "):
+                raise InputThrottled(session_id, float(text.split()[1])) from error
+            if text.startswith("BACKLOG"):
+                raise InputThrottled(session_id, None) from error
             raise
 
     async def ping(self) -> None:
@@ -589,17 +604,11 @@ class SessionStore:
         """Stores a new session; returns its id and its speaker's secret token.
 
         `api_key` is the id of the key that created it; with `key_limit`, at
-        most that many of its sessions may be alive (`TooManySessions`).
+        most that many of its sessions may exist at once (`TooManySessions`):
+        a session counts until it is closed or expires.
         """
         session_id = secrets.token_hex(12)
         token = secrets.token_urlsafe(32)
-        if api_key and key_limit:
-            keys = [self._key_sessions(api_key)]
-            args = [session_id, int(time.time() * 1000), self._ttl_s * 1000, key_limit]
-            if not await self._script(session_id, self._admit, keys, args):
-                raise TooManySessions(
-                    session_id, f"this API key has {key_limit} sessions alive"
-                )
         fields: dict[str, Any] = {
             "source": request.source,
             "targets": json.dumps(request.targets),
@@ -624,7 +633,40 @@ class SessionStore:
                 await pipe.execute()
 
         await self._call(write)
+        if (
+            api_key
+            and key_limit
+            and not await self._admit_to_key(session_id, api_key, key_limit)
+        ):
+            await self._call(lambda: self._redis.delete(key))
+            raise TooManySessions(
+                session_id, f"this API key has {key_limit} sessions alive"
+            )
         return session_id, token
+
+    async def _admit_to_key(self, session_id: str, api_key: str, limit: int) -> bool:
+        # The session exists before it is admitted, so a member whose session
+        # is missing has ended or expired, and pruning it is always right.
+        members = self._key_sessions(api_key)
+        args = [session_id, limit]
+        if await self._script(session_id, self._admit, [members], args):
+            return True
+        ids = [
+            m.decode() for m in await self._call(lambda: self._redis.smembers(members))
+        ]
+
+        async def gone() -> list[str]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for other in ids:
+                    pipe.exists(self._key(other, "session"))
+                found = await pipe.execute()
+            return [other for other, alive in zip(ids, found, strict=True) if not alive]
+
+        ended = await self._call(gone)
+        if not ended:
+            return False
+        await self._call(lambda: self._redis.srem(members, *ended))
+        return bool(await self._script(session_id, self._admit, [members], args))
 
     async def add_listener(self, session_id: str, limit: int) -> str | None:
         """Issues a listen-only token; None when `limit` were issued already."""
@@ -700,18 +742,13 @@ class SessionStore:
     async def touch(self, session_id: str) -> None:
         """Refreshes the TTL of a session's keys; a no-op for missing ones."""
 
-        async def refresh() -> Any:
+        async def refresh() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key in self._keys(session_id):
                     pipe.expire(key, self._ttl_s)
-                pipe.hget(self._key(session_id, "session"), "api_key")
-                return (await pipe.execute())[-1]
+                await pipe.execute()
 
-        api_key = await self._call(refresh)
-        if api_key:
-            keys = [self._key_sessions(api_key.decode())]
-            args = [session_id, int(time.time() * 1000), self._ttl_s * 1000]
-            await self._script(session_id, self._keep_admitted, keys, args)
+        await self._call(refresh)
 
     async def exists(self, session_id: str) -> bool:
         key = self._key(session_id, "session")
@@ -725,7 +762,7 @@ class SessionStore:
         if api_key:
             # It no longer counts against its key.
             sessions = self._key_sessions(api_key.decode())
-            await self._call(lambda: self._redis.zrem(sessions, session_id))
+            await self._call(lambda: self._redis.srem(sessions, session_id))
         keys = [*self._keys(session_id), self._key(session_id, "lease")]
         keys.append(self._key(session_id, "closed"))
         args = [self._ttl_s, self.channel(session_id), CLOSED_NOTICE]
@@ -793,7 +830,9 @@ class SessionStore:
         """Applies one chunk's effect atomically.
 
         Raises `InputMoved` when the stored version is not the expected one:
-        someone else wrote since, and the caller's state is stale.
+        someone else wrote since, and the caller's state is stale; and
+        `InputThrottled` for audio the session may not take yet (nothing of
+        the chunk is stored, and the caller's state is stale too).
         """
         args: list[Any] = [
             write.expected_version,
@@ -806,9 +845,10 @@ class SessionStore:
             self._ttl_s,
             "1" if write.end else "0",
             write.sample_rate or "",
-            write.seconds if self._pace else 0,
+            write.seconds,
             self._pace.speed if self._pace else 0,
             self._pace.burst_s if self._pace else 0,
+            self._max_pending_jobs,
             *write.ended,
         ]
         keys = self._keys(session_id, "session", "audio", "jobs", "steps", "events")

@@ -4,7 +4,8 @@ StageError
  ├── ModelUnavailable          a model reference cannot be resolved or loaded
  │    └── ModelCorrupted       an assembled model file fails its checksum
  ├── BackendUnavailable        a backend's package, binary or model is missing
- ├── BackendFailed             a loaded backend failed on one request
+ ├── BackendFailed             a loaded backend's runtime failed on a request
+ ├── UnspeakableText           text that a voice cannot turn into speech
  ├── InvalidAudio              audio that does not match the stage contract
  ├── UnsupportedLanguage       no model or voice serves a language
  ├── UnknownVoice              a configured voice that its backend lacks
@@ -70,6 +71,18 @@ class BackendFailed(StageError):
 
     def __init__(self, backend: str, reason: str) -> None:
         super().__init__(f"backend {backend!r} failed: {reason}")
+        self.backend = backend
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.backend, self.reason)
+
+
+class UnspeakableText(StageError):
+    """A voice rejects this text (no phonemes, too long): the request's fault."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(f"backend {backend!r} cannot speak this text: {reason}")
         self.backend = backend
         self.reason = reason
 

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from deployments.errors import BackendUnavailable, ModelUnavailable, StageError
+from deployments.errors import (
+    BackendFailed,
+    BackendUnavailable,
+    ModelUnavailable,
+    StageError,
+)
 
 logger = logging.getLogger("tolk.stage.health")
 
 # Raised on purpose about one request: the caller's input, not the replica.
 _REQUEST_ERRORS = (StageError,)
-# Raised on purpose, but saying that the replica itself lacks its model.
-_REPLICA_ERRORS = (ModelUnavailable, BackendUnavailable)
+# Raised on purpose, but saying that the replica itself lacks its model, or
+# that its runtime (CUDA, ONNX, a backend's process) failed: backends report
+# faults of the input as InvalidAudio or Unsupported*, never as BackendFailed.
+_REPLICA_ERRORS = (ModelUnavailable, BackendUnavailable, BackendFailed)
 
 
-# Limitation: backends wrap their runtime's errors (CUDA, ONNX) in
-# BackendFailed, which counts as the request's fault, so a voice or
-# translator that fails every call is not replaced by Serve.
+@dataclass
+class CallOutcome:
+    """What a call that did not raise wants counted: a failure of the replica."""
+
+    failure: BaseException | None = None
+
+    def judge_batch(self, results: Sequence[object]) -> None:
+        """A batch every item of which failed for the replica's sake failed."""
+        failures = [r for r in results if isinstance(r, _REPLICA_ERRORS)]
+        if results and len(failures) == len(results):
+            self.failure = failures[0]
+
+
 class StageHealth:
     """Counts calls that failed for reasons of the replica, not of the request.
 
@@ -34,10 +52,15 @@ class StageHealth:
         self._last: BaseException | None = None
 
     @contextmanager
-    def call(self) -> Iterator[None]:
-        """Wraps one stage call; what it raises is passed on unchanged."""
+    def call(self) -> Iterator[CallOutcome]:
+        """Wraps one stage call; what it raises is passed on unchanged.
+
+        A call that returns its errors instead (a batch answers each caller
+        apart) sets `failure` on the yielded outcome.
+        """
+        outcome = CallOutcome()
         try:
-            yield
+            yield outcome
         except _REPLICA_ERRORS as error:
             self._failed(error)
             raise
@@ -47,7 +70,10 @@ class StageHealth:
         except Exception as error:
             self._failed(error)
             raise
-        self._failures = 0
+        if outcome.failure is None:
+            self._failures = 0
+        else:
+            self._failed(outcome.failure)
 
     def check(self) -> None:
         """Raises while the last `limit` calls all failed for the replica's sake."""

@@ -50,7 +50,8 @@ class Synthesizer:
 
         Raises:
             UnsupportedLanguage: no available voice speaks `language`.
-            BackendFailed: the backend could not speak this text.
+            UnspeakableText: the voice rejects this text.
+            BackendFailed: the backend's runtime failed.
         """
         with self._health.call():
             speech = await asyncio.to_thread(

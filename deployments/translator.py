@@ -79,8 +79,10 @@ class Translator:
     async def _translate_batch(
         self, jobs: list[TranslationJob]
     ) -> list[Translation | StageError]:
-        with self._health.call():
-            return await asyncio.to_thread(self._translator.translate_batch, jobs)
+        with self._health.call() as outcome:
+            results = await asyncio.to_thread(self._translator.translate_batch, jobs)
+            outcome.judge_batch(results)
+        return results
 
     def _apply_batching(self, settings: TranslatorSettings) -> None:
         self._translate_batch.set_max_batch_size(settings.max_batch_size)

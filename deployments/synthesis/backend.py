@@ -39,5 +39,6 @@ class SynthesisBackend(abc.ABC):
         """Speak non-blank `text`: (mono float32 or int16 samples, sample rate).
 
         Raises:
-            BackendFailed: the backend could not speak this text.
+            UnspeakableText: the voice rejects this text.
+            BackendFailed: the backend's runtime failed.
         """

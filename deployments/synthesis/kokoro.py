@@ -11,7 +11,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.errors import BackendFailed, BackendUnavailable, ModelUnavailable
+from deployments.errors import (
+    BackendFailed,
+    BackendUnavailable,
+    ModelUnavailable,
+    UnspeakableText,
+)
 from deployments.models import kokoro_model_path
 from deployments.synthesis.backend import SynthesisBackend
 from deployments.synthesis.languages import espeak_language
@@ -106,7 +111,10 @@ class KokoroBackend(SynthesisBackend):
             return self._kokoro.create(
                 text, voice=voice, speed=speed, lang=espeak_language(language)
             )
-        except (ValueError, RuntimeError, *ONNX_ERRORS) as error:
+        except ValueError as error:
+            # kokoro-onnx's word for text it cannot phonemize or fit.
+            raise UnspeakableText(self.name, str(error)) from error
+        except (RuntimeError, *ONNX_ERRORS) as error:
             raise BackendFailed(self.name, str(error)) from error
 
 

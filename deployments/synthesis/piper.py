@@ -11,7 +11,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.errors import BackendFailed, BackendUnavailable
+from deployments.errors import (
+    BackendFailed,
+    BackendUnavailable,
+    UnspeakableText,
+)
 from deployments.synthesis.backend import SynthesisBackend
 from deployments.synthesis.onnx_session import ONNX_ERRORS, open_session
 
@@ -100,7 +104,10 @@ class PiperBackend(SynthesisBackend):
                 chunk.audio_float_array
                 for chunk in self._voice.synthesize(text, syn_config=settings)
             ]
-        except (ValueError, RuntimeError, KeyError, *ONNX_ERRORS) as error:
+        except (ValueError, KeyError) as error:
+            # Piper's word for text it cannot phonemize or map to its symbols.
+            raise UnspeakableText(self.name, str(error)) from error
+        except (RuntimeError, *ONNX_ERRORS) as error:
             raise BackendFailed(self.name, str(error)) from error
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return audio, self.sample_rate

@@ -136,16 +136,18 @@ class SpeechSynthesizer:
         return sorted(spoken)
 
     def synthesize(self, text: str, language: str) -> Speech:
-        """Speak `text` as mono PCM16; blank text gives empty audio.
+        """Speak `text` as mono PCM16; text without a letter or digit gives none.
 
         Raises:
             UnsupportedLanguage: no available voice speaks `language`.
-            BackendFailed: the backend could not speak this text.
+            UnspeakableText: the voice rejects this text.
+            BackendFailed: the backend's runtime failed.
         """
         voice, target_rate = self._voice_for(language), self._sample_rate
         backend, choice = voice.backend, voice.choice
         name = choice.voice or backend.default_voice(language)
-        if not text.strip():
+        # Recognizers write music as "♪" and hesitation as "...": nothing to say.
+        if not any(character.isalnum() for character in text):
             return Speech(
                 b"", target_rate or backend.sample_rate, language, backend.name, name
             )

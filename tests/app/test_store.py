@@ -10,6 +10,7 @@ import pytest
 from app.embedded_redis import EmbeddedRedis
 from app.errors import (
     InputMoved,
+    InputThrottled,
     LeaseLost,
     SessionEnded,
     SessionNotFound,
@@ -141,19 +142,25 @@ async def test_an_api_key_has_a_bounded_number_of_sessions(
     redis_server: EmbeddedRedis,
 ) -> None:
     store = SessionStore(redis_server.url, ttl_s=1, max_events=50)
+    await store.client.flushdb()
     try:
         first, _ = await store.create(REQUEST, "key-a", key_limit=2)
-        await store.create(REQUEST, "key-a", key_limit=2)
-        with pytest.raises(TooManySessions):
+        idle, _ = await store.create(REQUEST, "key-a", key_limit=2)
+        with pytest.raises(TooManySessions) as refused:
             await store.create(REQUEST, "key-a", key_limit=2)
+        # A refused session leaves nothing behind.
+        assert not await store.exists(refused.value.session_id)
         # Other keys have their own count; an ended session frees a place.
         await store.create(REQUEST, "key-b", key_limit=2)
         await store.close(first)
         in_use, _ = await store.create(REQUEST, "key-a", key_limit=2)
-        # A session in use keeps its place; idle ones free theirs as they expire.
-        await asyncio.sleep(0.6)
-        await store.touch(in_use)
-        await asyncio.sleep(0.6)
+
+        # A session in use counts for as long as it lives, far past one TTL;
+        # an idle one stops counting once it has expired.
+        for _ in range(4):
+            await asyncio.sleep(0.5)
+            await store.touch(in_use)
+        assert not await store.exists(idle)
         await store.create(REQUEST, "key-a", key_limit=2)
         with pytest.raises(TooManySessions):
             await store.create(REQUEST, "key-a", key_limit=2)
@@ -786,12 +793,18 @@ async def test_the_audio_pace_is_the_session_s_over_all_writers(
         )
         assert first.pace_wait_s == 0
         assert 0.4 < second.pace_wait_s <= 0.5
+        # Overdrawn: more audio is refused until the pace has caught up.
         # Waiting refills the bucket at the pace: 0.3 s gives 0.6 s of audio.
         await asyncio.sleep(0.3)
-        third = await replicas[0].write_input(
-            session_id, replace(chunk(second.version), seconds=0.2)
-        )
-        assert 0.1 < third.pace_wait_s <= 0.3
+        third = replace(chunk(second.version), seconds=0.2)
+        with pytest.raises(InputThrottled) as refused:
+            await replicas[0].write_input(session_id, third)
+        assert refused.value.wait_s is not None
+        assert 0.1 < refused.value.wait_s <= 0.3
+        await asyncio.sleep(refused.value.wait_s)
+        accepted = await replicas[0].write_input(session_id, third)
+        assert accepted.version == second.version + 1
+        assert 0.05 < accepted.pace_wait_s <= 0.15
     finally:
         for replica in replicas:
             await replica.aclose()
@@ -838,6 +851,14 @@ async def test_the_log_keeps_a_bounded_number_of_bytes(
         for _ in range(2):
             await store.emit(session_id, speech, b"\x03" * 1000)
         assert [r.id for r in await store.events_after(session_id, 0)] == [7, 8]
+
+        # So does a log whose count is missing (written by an older version).
+        await store.client.hdel(f"tolk:{{{session_id}}}:session", "log_bytes")
+        await store.emit(session_id, speech, b"\x04" * 1000)
+        kept = await store.events_after(session_id, 0)
+        assert [r.id for r in kept] == [8, 9]
+        stored = await store.client.hget(f"tolk:{{{session_id}}}:session", "log_bytes")
+        assert int(stored) == sum(len(r.header) + len(r.payload) for r in kept)
     finally:
         await store.aclose()
 
@@ -858,3 +879,33 @@ async def test_a_backlog_is_waited_out_until_a_job_completes(
     await store.complete_job(session_id, 1, "", owner=token)
     assert await asyncio.wait_for(waiting, 1) == 2
     assert await store.wait_for_backlog(session_id, 3) == 2
+
+
+async def test_audio_waits_while_the_stages_are_behind(
+    redis_server: EmbeddedRedis,
+) -> None:
+    store = SessionStore(redis_server.url, ttl_s=60, max_events=50, max_pending_jobs=2)
+    try:
+        session_id, _ = await store.create(REQUEST)
+        ended = (utterance(1), utterance(2))
+        written = await store.write_input(session_id, chunk(0, ended=ended))
+        assert written.pending_jobs == 2
+
+        audio = replace(chunk(written.version), seconds=0.1)
+        with pytest.raises(InputThrottled) as refused:
+            await store.write_input(session_id, audio)
+        assert refused.value.wait_s is None
+        # Nothing of the refused chunk was stored; an `end` is still taken.
+        ended_at = await store.write_input(session_id, chunk(written.version, end=True))
+        assert ended_at.version == written.version + 1
+
+        token = await store.acquire_lease(session_id, 5000)
+        assert token
+        await store.complete_job(session_id, 1, "", owner=token)
+        await store.complete_job(session_id, 2, "", owner=token)
+        again = await store.write_input(
+            session_id, replace(audio, expected_version=ended_at.version)
+        )
+        assert again.pending_jobs == 1
+    finally:
+        await store.aclose()

@@ -9,7 +9,12 @@ import onnxruntime
 import pydantic
 import pytest
 
-from deployments.errors import BackendUnavailable, UnknownVoice, UnsupportedLanguage
+from deployments.errors import (
+    BackendUnavailable,
+    UnknownVoice,
+    UnspeakableText,
+    UnsupportedLanguage,
+)
 from deployments.recognition import SpeechRecognizer
 from deployments.schema import Speech
 from deployments.synthesis.espeak import EspeakOptions
@@ -93,10 +98,20 @@ def test_unknown_language_is_refused(speech_synthesizer: SpeechSynthesizer) -> N
     assert caught.value.language == "xx"
 
 
-def test_blank_text_gives_empty_speech(speech_synthesizer: SpeechSynthesizer) -> None:
-    speech = speech_synthesizer.synthesize("  ", "es")
+@pytest.mark.parametrize("text", ["  ", "♪", "♪ ♪ ...", "?!"])
+def test_text_without_words_gives_empty_speech(
+    speech_synthesizer: SpeechSynthesizer, text: str
+) -> None:
+    speech = speech_synthesizer.synthesize(text, "es")
     assert speech.pcm16 == b""
     assert speech.backend == "kokoro"
+
+
+def test_text_a_voice_rejects_is_the_request_s_fault() -> None:
+    kokoro = KokoroBackend(KokoroOptions())
+    # An Arabic number sign alone: espeak-ng gives Kokoro no phonemes for it.
+    with pytest.raises(UnspeakableText):
+        kokoro.synthesize("\u0600", "es", "jf_gongitsune")
 
 
 def test_output_is_resampled_when_asked() -> None:

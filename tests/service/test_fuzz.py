@@ -6,11 +6,13 @@ import asyncio
 import json
 import math
 import random
+import re
 import struct
 from pathlib import Path
 
 import httpx
 import pytest
+import ray
 import redis.asyncio as redis
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -24,6 +26,9 @@ pytestmark = pytest.mark.service
 
 _CONNECTIONS = 40
 _FRAMES_PER_CONNECTION = 30
+# Tasks that come and go on their own (Serve's, a flush in progress); each
+# leaked connection would leave several.
+_TASK_MARGIN = 10
 
 
 def _hostile_frame(rng: random.Random, token: str) -> str | bytes:
@@ -81,6 +86,18 @@ async def _fuzz_round(client: TolkClient, seed: int) -> None:
     )
 
 
+def _metrics_url() -> str:
+    node = next(node for node in ray.nodes() if node["Alive"])
+    return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+
+
+async def _tasks(http: httpx.AsyncClient) -> float:
+    """Asyncio tasks of every ingress replica, as Ray's metrics agent has them."""
+    text = (await http.get(_metrics_url())).text
+    samples = re.findall(r"^ray_tolk_tasks(?:{.*})? ([0-9.eE+-]+)$", text, re.M)
+    return sum(float(sample) for sample in samples)
+
+
 async def _redis_clients(monitor: redis.Redis) -> int:
     # Closed sockets take a moment to be counted out.
     await asyncio.sleep(3)
@@ -91,10 +108,25 @@ async def test_random_frames_leave_the_service_serving(
     service_url: str, redis_server: EmbeddedRedis, audio_dir: Path
 ) -> None:
     monitor = redis.Redis.from_url(redis_server.url)
+    metrics = httpx.AsyncClient(timeout=10)
+    # Replicas sample their tasks every few seconds; a new service has none yet.
+    for _ in range(30):
+        tasks_before = await _tasks(metrics)
+        if tasks_before:
+            break
+        await asyncio.sleep(2)
     async with TolkClient(service_url) as client:
         for seed in (20261204, 4):
             await _fuzz_round(client, seed)
         after = await _redis_clients(monitor)
+        # Every connection is gone, and so are its tasks, once the replicas'
+        # next samples are exported.
+        for _ in range(30):
+            tasks_after = await _tasks(metrics)
+            if tasks_after <= tasks_before + _TASK_MARGIN:
+                break
+            await asyncio.sleep(2)
+        await metrics.aclose()
 
         # The service still translates a normal session correctly.
         clip = "LJ001-0002.wav"
@@ -108,6 +140,8 @@ async def test_random_frames_leave_the_service_serving(
     # Each ingress replica's pool grows to its bound and no further; besides
     # them only this test's monitor is connected.
     assert after <= 2 * IngressSettings().redis_max_connections + 1
+    assert tasks_before > 0
+    assert tasks_after <= tasks_before + _TASK_MARGIN
 
     async with httpx.AsyncClient(base_url=service_url, timeout=30) as http:
         ready = await http.get("/readyz")

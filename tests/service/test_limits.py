@@ -246,11 +246,20 @@ async def test_a_backlog_of_utterances_pauses_the_speaker(
             await asyncio.sleep(0.1)
         assert most == limit
 
-        # Paused: nothing more is read while the backlog stays.
+        # Paused: nothing more is read while the backlog stays, and another
+        # connection of the session gets no audio in either.
         paused_at = acked
+        other = await _hello(session.websocket_url, session.token)
+        ready = json.loads(await other.recv())
+        start = ready["input_samples"] * 2
+        for offset in range(start, start + 20 * 4410, 4410):
+            await other.send(pcm[offset : offset + 4410])
         await asyncio.sleep(2)
         assert acked == paused_at < len(pcm) // 2
         assert await connection.hlen(f"{keys}:jobs") == limit
+        stored = await connection.hget(f"{keys}:session", "input_samples")
+        assert int(stored) == ready["input_samples"]
+        await other.close()
 
         # The stages catch up (here: a job is taken away), and input goes on.
         oldest = min(int(seq) for seq in await connection.hkeys(f"{keys}:jobs"))
