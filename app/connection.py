@@ -118,6 +118,9 @@ class SessionConnection:
                 self._context.replica,
             )
 
+    # Limitation: sockets that have not said hello yet are bounded only by
+    # `auth_timeout_s` and the replica's `max_ongoing_requests`; a flood of
+    # them from many addresses can take a replica's places for that long.
     async def _authenticate(self) -> tuple[SessionConfig, Hello]:
         timeout = self._context.settings.auth_timeout_s
         try:

@@ -218,6 +218,9 @@ class EmbeddedRedis:
             port=self._port,
         )
 
+    # Limitation: the server has no password; any local user of the machine
+    # can read and change the sessions it holds. Give `tolk up` a Redis of
+    # your own (`--redis-url`) on a shared machine.
     def _command(self, binary: str) -> list[str]:
         return [
             binary,

@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from app.audio_file import read_pcm16
-from app.client import Connection, TolkClient
+from app.client import Connection, SessionOutput, TolkClient
 from app.protocol import CloseCode
 from app.settings import IngressSettings
 from tests.service.helpers import collect
@@ -60,15 +60,29 @@ async def test_an_endless_utterance_is_cut_and_every_part_transcribed(
     speech = np.concatenate(parts).astype("<i2").tobytes()
     limit_ms = IngressSettings().max_utterance_s * 1000
 
+    speech_ms = len(speech) // 2 * 1000 // 22050
+
+    async def finals(connection: Connection) -> SessionOutput:
+        # Up to the final that reaches the end of the speech: what it is
+        # spoken as in Portuguese is not this test's business.
+        output = SessionOutput()
+        async for message in connection.messages():
+            output.add(message)
+            if message.type == "final" and message.data["end_ms"] >= speech_ms - 1000:
+                return output
+        return output
+
     async with TolkClient(service_url) as client:
         session = await client.create_session("en", ["pt"], 22050)
         async with client.connect(session) as connection:
-            received = asyncio.create_task(collect(connection, timeout_s=600))
+            received = asyncio.create_task(asyncio.wait_for(finals(connection), 600))
             step = 2205 * 2
             for offset in range(0, len(speech), step):
                 await connection.send_audio(speech[offset : offset + step])
             await connection.end()
             output = await received
+        # Ending it spares the machine the synthesis of a minute of speech.
+        await client.close_session(session)
 
     assert len(output.finals) >= 3
     assert all(text.strip() for text in output.finals.values())
