@@ -339,19 +339,15 @@ class SessionConnection:
         if stored.pace_wait_s > 0:
             # The session's audio, over all its connections, is ahead of pace.
             await self._watching(asyncio.sleep(stored.pace_wait_s))
-        if stored.pending_jobs >= self._context.settings.max_pending_utterances:
+        if stored.backlogged:
             await self._wait_for_stages()
 
     async def _wait_for_stages(self) -> None:
-        limit = self._context.settings.max_pending_utterances
         logger.warning(
-            "session %s: %d utterances wait for the stages; input paused",
+            "session %s: utterances wait for the stages; input paused",
             self._session_id,
-            limit,
         )
-        await self._watching(
-            self._context.store.wait_for_backlog(self._session_id, limit)
-        )
+        await self._watching(self._context.store.wait_for_backlog(self._session_id))
         logger.info("session %s: input resumed", self._session_id)
 
     async def _watching(self, waiting: Coroutine[Any, Any, Any]) -> None:

@@ -30,12 +30,13 @@ _MOVED_RETRIES = 5
 class Stored:
     """Where the session's input stands after a chunk, and what to heed.
 
-    `pending_jobs` counts the utterances and `end`s waiting to be output;
-    `pace_wait_s` is how far the session's audio is ahead of its pace.
+    `backlogged`: as many utterances and `end`s wait to be output as the
+    store takes audio for; `pace_wait_s` is how far the session's audio is
+    ahead of its pace.
     """
 
     position: int
-    pending_jobs: int = 0
+    backlogged: bool = False
     pace_wait_s: float = 0.0
 
 
@@ -223,7 +224,7 @@ class SessionIntake:
 
         if segmentation.partial_due and not segmentation.ended:
             self._on_partial(state.utterances + 1, bytes(state.buffer))
-        return Stored(state.position, written.pending_jobs, written.pace_wait_s)
+        return Stored(state.position, written.backlogged, written.pace_wait_s)
 
     def _segment(
         self, state: _Input, pcm16: bytes, drain: bool, end: bool

@@ -92,8 +92,8 @@ local id = redis.call('HINCRBY', KEYS[1], 'next_event', 1)
 local header = '{"id":' .. id .. ',' .. string.sub(ARGV[1], 2)
 -- A log that Redis lost, or one written before it was counted, is counted
 -- anew: the count must never drift from what the log holds.
-if not redis.call('HGET', KEYS[1], 'log_bytes') or
-   redis.call('XLEN', KEYS[2]) == 0 then
+local count = redis.call('XLEN', KEYS[2])
+if count == 0 or not redis.call('HGET', KEYS[1], 'log_bytes') then
   local size = 0
   for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
     for i = 2, #entry[2], 2 do size = size + #entry[2][i] end
@@ -102,7 +102,7 @@ if not redis.call('HGET', KEYS[1], 'log_bytes') or
 end
 redis.call('XADD', KEYS[2], id .. '-0', 'h', header, 'b', ARGV[2])
 local total = redis.call('HINCRBY', KEYS[1], 'log_bytes', #header + #ARGV[2])
-local count = redis.call('XLEN', KEYS[2])
+count = count + 1
 while count > 1 and (count > tonumber(ARGV[3]) or total > tonumber(ARGV[9])) do
   local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
   local size = 0
@@ -415,13 +415,15 @@ class InputWritten:
     """What a write left: the stored position and what the writer should heed.
 
     `pending_jobs` counts the session's utterances and `end`s waiting to be
-    output; `pace_wait_s` is how far the session's audio is ahead of its pace.
+    output, `backlogged` says that they are as many as the store takes audio
+    for; `pace_wait_s` is how far the session's audio is ahead of its pace.
     """
 
     position: int
     version: int
     utterances: list[int]
     pending_jobs: int = 0
+    backlogged: bool = False
     pace_wait_s: float = 0.0
 
 
@@ -857,6 +859,7 @@ class SessionStore:
             position=int(result[0]),
             version=int(result[1]),
             pending_jobs=int(result[2]),
+            backlogged=0 < self._max_pending_jobs <= int(result[2]),
             pace_wait_s=float(result[3]),
             utterances=[int(n) for n in result[4:]],
         )
@@ -899,17 +902,15 @@ class SessionStore:
         numbers = await self._call(lambda: self._redis.hkeys(key))
         return sorted(int(number) for number in numbers)
 
-    async def wait_for_backlog(
-        self, session_id: str, limit: int, *, poll_s: float = 0.25
-    ) -> int:
-        """Waits until fewer than `limit` jobs are pending; returns how many are.
+    async def wait_for_backlog(self, session_id: str, *, poll_s: float = 0.25) -> int:
+        """Waits until the store takes audio again; returns how many jobs wait.
 
         Polls: the processor that completes jobs may be on another replica, and
         a paused speaker is rare enough that a channel for it is not worth it.
         """
         while True:
             pending = len(await self.pending_jobs(session_id))
-            if pending < limit:
+            if pending < self._max_pending_jobs or not self._max_pending_jobs:
                 return pending
             await asyncio.sleep(poll_s)
 

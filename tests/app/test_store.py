@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,26 @@ from app.segmenter import FRAME_BYTES, FRAME_SAMPLES, EndedUtterance
 from app.store import AudioPace, EndJob, InputWrite, SessionStore, UtteranceJob
 
 REQUEST = SessionRequest(source="en", targets=["es", "pt"], sample_rate=22050)
+
+StoreFactory = Callable[..., Awaitable[SessionStore]]
+
+
+@pytest.fixture
+async def store_with(redis_server: EmbeddedRedis) -> AsyncIterator[StoreFactory]:
+    """Stores with options of their own on the tests' Redis, emptied first."""
+    opened: list[SessionStore] = []
+
+    async def make(**options: Any) -> SessionStore:
+        settings = {"ttl_s": 60, "max_events": 50, **options}
+        store = SessionStore(redis_server.url, **settings)
+        if not opened:
+            await store.client.flushdb()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.aclose()
 
 
 def utterance(index: int) -> EndedUtterance:
@@ -139,33 +161,29 @@ async def test_target_languages_are_added_once_up_to_the_limit(
 
 
 async def test_an_api_key_has_a_bounded_number_of_sessions(
-    redis_server: EmbeddedRedis,
+    store_with: StoreFactory,
 ) -> None:
-    store = SessionStore(redis_server.url, ttl_s=1, max_events=50)
-    await store.client.flushdb()
-    try:
-        first, _ = await store.create(REQUEST, "key-a", key_limit=2)
-        idle, _ = await store.create(REQUEST, "key-a", key_limit=2)
-        with pytest.raises(TooManySessions) as refused:
-            await store.create(REQUEST, "key-a", key_limit=2)
-        # A refused session leaves nothing behind.
-        assert not await store.exists(refused.value.session_id)
-        # Other keys have their own count; an ended session frees a place.
-        await store.create(REQUEST, "key-b", key_limit=2)
-        await store.close(first)
-        in_use, _ = await store.create(REQUEST, "key-a", key_limit=2)
-
-        # A session in use counts for as long as it lives, far past one TTL;
-        # an idle one stops counting once it has expired.
-        for _ in range(4):
-            await asyncio.sleep(0.5)
-            await store.touch(in_use)
-        assert not await store.exists(idle)
+    store = await store_with(ttl_s=1)
+    first, _ = await store.create(REQUEST, "key-a", key_limit=2)
+    idle, _ = await store.create(REQUEST, "key-a", key_limit=2)
+    with pytest.raises(TooManySessions) as refused:
         await store.create(REQUEST, "key-a", key_limit=2)
-        with pytest.raises(TooManySessions):
-            await store.create(REQUEST, "key-a", key_limit=2)
-    finally:
-        await store.aclose()
+    # A refused session leaves nothing behind.
+    assert not await store.exists(refused.value.session_id)
+    # Other keys have their own count; an ended session frees a place.
+    await store.create(REQUEST, "key-b", key_limit=2)
+    await store.close(first)
+    in_use, _ = await store.create(REQUEST, "key-a", key_limit=2)
+
+    # A session in use counts for as long as it lives, far past one TTL;
+    # an idle one stops counting once it has expired.
+    for _ in range(4):
+        await asyncio.sleep(0.5)
+        await store.touch(in_use)
+    assert not await store.exists(idle)
+    await store.create(REQUEST, "key-a", key_limit=2)
+    with pytest.raises(TooManySessions):
+        await store.create(REQUEST, "key-a", key_limit=2)
 
 
 async def test_connections_are_counted_up_to_the_limit(store: SessionStore) -> None:
@@ -774,40 +792,33 @@ async def test_a_preview_of_an_ended_utterance_is_dropped(store: SessionStore) -
 
 
 async def test_the_audio_pace_is_the_session_s_over_all_writers(
-    redis_server: EmbeddedRedis,
+    store_with: StoreFactory,
 ) -> None:
     pace = AudioPace(speed=2.0, burst_s=1.0)
-    replicas = [
-        SessionStore(redis_server.url, ttl_s=60, max_events=50, pace=pace)
-        for _ in range(2)
-    ]
-    try:
-        session_id, _ = await replicas[0].create(REQUEST)
-        one_second = replace(chunk(0), seconds=1.0)
+    replicas = [await store_with(pace=pace) for _ in range(2)]
+    session_id, _ = await replicas[0].create(REQUEST)
+    one_second = replace(chunk(0), seconds=1.0)
 
-        first = await replicas[0].write_input(session_id, one_second)
-        # The burst is spent: the next second of audio, from another replica,
-        # is half a second (at twice real time) ahead of the pace.
-        second = await replicas[1].write_input(
-            session_id, replace(one_second, expected_version=first.version)
-        )
-        assert first.pace_wait_s == 0
-        assert 0.4 < second.pace_wait_s <= 0.5
-        # Overdrawn: more audio is refused until the pace has caught up.
-        # Waiting refills the bucket at the pace: 0.3 s gives 0.6 s of audio.
-        await asyncio.sleep(0.3)
-        third = replace(chunk(second.version), seconds=0.2)
-        with pytest.raises(InputThrottled) as refused:
-            await replicas[0].write_input(session_id, third)
-        assert refused.value.wait_s is not None
-        assert 0.1 < refused.value.wait_s <= 0.3
-        await asyncio.sleep(refused.value.wait_s)
-        accepted = await replicas[0].write_input(session_id, third)
-        assert accepted.version == second.version + 1
-        assert 0.05 < accepted.pace_wait_s <= 0.15
-    finally:
-        for replica in replicas:
-            await replica.aclose()
+    first = await replicas[0].write_input(session_id, one_second)
+    # The burst is spent: the next second of audio, from another replica,
+    # is half a second (at twice real time) ahead of the pace.
+    second = await replicas[1].write_input(
+        session_id, replace(one_second, expected_version=first.version)
+    )
+    assert first.pace_wait_s == 0
+    assert 0.4 < second.pace_wait_s <= 0.5
+    # Overdrawn: more audio is refused until the pace has caught up.
+    # Waiting refills the bucket at the pace: 0.3 s gives 0.6 s of audio.
+    await asyncio.sleep(0.3)
+    third = replace(chunk(second.version), seconds=0.2)
+    with pytest.raises(InputThrottled) as refused:
+        await replicas[0].write_input(session_id, third)
+    assert refused.value.wait_s is not None
+    assert 0.1 < refused.value.wait_s <= 0.3
+    await asyncio.sleep(refused.value.wait_s)
+    accepted = await replicas[0].write_input(session_id, third)
+    assert accepted.version == second.version + 1
+    assert 0.05 < accepted.pace_wait_s <= 0.15
 
 
 async def test_writes_say_how_many_jobs_wait(store: SessionStore) -> None:
@@ -823,89 +834,84 @@ async def test_writes_say_how_many_jobs_wait(store: SessionStore) -> None:
 
 
 async def test_the_log_keeps_a_bounded_number_of_bytes(
-    redis_server: EmbeddedRedis,
+    store_with: StoreFactory,
 ) -> None:
-    store = SessionStore(redis_server.url, ttl_s=60, max_events=50, max_log_bytes=3000)
-    try:
-        session_id, _ = await store.create(REQUEST)
-        speech = AudioHeader(
-            utterance=1, language="pt", segment=0, sample_rate=24000, bytes=1000
-        )
-        for _ in range(5):
-            await store.emit(session_id, speech, b"\x01" * 1000)
-        kept = await store.events_after(session_id, 0)
-        # The oldest go first; what is left fits, and its size is counted.
-        assert [record.id for record in kept] == [4, 5]
-        size = sum(len(record.header) + len(record.payload) for record in kept)
-        stored = await store.client.hget(f"tolk:{{{session_id}}}:session", "log_bytes")
-        assert int(stored) == size <= 3000
+    store = await store_with(max_log_bytes=3000)
+    session_id, _ = await store.create(REQUEST)
+    speech = AudioHeader(
+        utterance=1, language="pt", segment=0, sample_rate=24000, bytes=1000
+    )
+    for _ in range(5):
+        await store.emit(session_id, speech, b"\x01" * 1000)
+    kept = await store.events_after(session_id, 0)
+    # The oldest go first; what is left fits, and its size is counted.
+    assert [record.id for record in kept] == [4, 5]
+    size = sum(len(record.header) + len(record.payload) for record in kept)
+    stored = await store.client.hget(f"tolk:{{{session_id}}}:session", "log_bytes")
+    assert int(stored) == size <= 3000
 
-        # An event bigger than the whole budget is still kept, alone.
-        await store.emit(session_id, speech, b"\x02" * 5000)
-        assert [r.id for r in await store.events_after(session_id, 0)] == [6]
-        resume = await store.resume(session_id, None, 0)
-        assert resume.status == "trimmed"
+    # An event bigger than the whole budget is still kept, alone.
+    await store.emit(session_id, speech, b"\x02" * 5000)
+    assert [r.id for r in await store.events_after(session_id, 0)] == [6]
+    resume = await store.resume(session_id, None, 0)
+    assert resume.status == "trimmed"
 
-        # A log that Redis lost starts its count again.
-        await store.client.delete(f"tolk:{{{session_id}}}:events")
-        for _ in range(2):
-            await store.emit(session_id, speech, b"\x03" * 1000)
-        assert [r.id for r in await store.events_after(session_id, 0)] == [7, 8]
+    # A log that Redis lost starts its count again.
+    await store.client.delete(f"tolk:{{{session_id}}}:events")
+    for _ in range(2):
+        await store.emit(session_id, speech, b"\x03" * 1000)
+    assert [r.id for r in await store.events_after(session_id, 0)] == [7, 8]
 
-        # So does a log whose count is missing (written by an older version).
-        await store.client.hdel(f"tolk:{{{session_id}}}:session", "log_bytes")
-        await store.emit(session_id, speech, b"\x04" * 1000)
-        kept = await store.events_after(session_id, 0)
-        assert [r.id for r in kept] == [8, 9]
-        stored = await store.client.hget(f"tolk:{{{session_id}}}:session", "log_bytes")
-        assert int(stored) == sum(len(r.header) + len(r.payload) for r in kept)
-    finally:
-        await store.aclose()
+    # So does a log whose count is missing (written by an older version).
+    await store.client.hdel(f"tolk:{{{session_id}}}:session", "log_bytes")
+    await store.emit(session_id, speech, b"\x04" * 1000)
+    kept = await store.events_after(session_id, 0)
+    assert [r.id for r in kept] == [8, 9]
+    stored = await store.client.hget(f"tolk:{{{session_id}}}:session", "log_bytes")
+    assert int(stored) == sum(len(r.header) + len(r.payload) for r in kept)
 
 
 async def test_a_backlog_is_waited_out_until_a_job_completes(
-    store: SessionStore,
+    store_with: StoreFactory,
 ) -> None:
+    store = await store_with(max_pending_jobs=3)
     session_id, _ = await store.create(REQUEST)
     ended = (utterance(1), utterance(2), utterance(3))
     await store.write_input(session_id, chunk(0, ended=ended))
     token = await store.acquire_lease(session_id, 5000)
     assert token
 
-    waiting = asyncio.create_task(store.wait_for_backlog(session_id, 3, poll_s=0.05))
+    waiting = asyncio.create_task(store.wait_for_backlog(session_id, poll_s=0.05))
     await asyncio.sleep(0.3)
     assert not waiting.done()
 
     await store.complete_job(session_id, 1, "", owner=token)
     assert await asyncio.wait_for(waiting, 1) == 2
-    assert await store.wait_for_backlog(session_id, 3) == 2
+    assert await store.wait_for_backlog(session_id) == 2
 
 
 async def test_audio_waits_while_the_stages_are_behind(
-    redis_server: EmbeddedRedis,
+    store_with: StoreFactory,
 ) -> None:
-    store = SessionStore(redis_server.url, ttl_s=60, max_events=50, max_pending_jobs=2)
-    try:
-        session_id, _ = await store.create(REQUEST)
-        ended = (utterance(1), utterance(2))
-        written = await store.write_input(session_id, chunk(0, ended=ended))
-        assert written.pending_jobs == 2
+    store = await store_with(max_pending_jobs=2)
+    session_id, _ = await store.create(REQUEST)
+    ended = (utterance(1), utterance(2))
+    written = await store.write_input(session_id, chunk(0, ended=ended))
+    assert written.pending_jobs == 2 and written.backlogged
 
-        audio = replace(chunk(written.version), seconds=0.1)
-        with pytest.raises(InputThrottled) as refused:
-            await store.write_input(session_id, audio)
-        assert refused.value.wait_s is None
-        # Nothing of the refused chunk was stored; an `end` is still taken.
-        ended_at = await store.write_input(session_id, chunk(written.version, end=True))
-        assert ended_at.version == written.version + 1
+    audio = replace(chunk(written.version), seconds=0.1)
+    with pytest.raises(InputThrottled) as refused:
+        await store.write_input(session_id, audio)
+    assert refused.value.wait_s is None
+    # Nothing of the refused chunk was stored; an `end` is still taken.
+    ended_at = await store.write_input(session_id, chunk(written.version, end=True))
+    assert ended_at.version == written.version + 1
 
-        token = await store.acquire_lease(session_id, 5000)
-        assert token
-        await store.complete_job(session_id, 1, "", owner=token)
-        await store.complete_job(session_id, 2, "", owner=token)
-        again = await store.write_input(
-            session_id, replace(audio, expected_version=ended_at.version)
-        )
-        assert again.pending_jobs == 1
-    finally:
-        await store.aclose()
+    token = await store.acquire_lease(session_id, 5000)
+    assert token
+    await store.complete_job(session_id, 1, "", owner=token)
+    await store.complete_job(session_id, 2, "", owner=token)
+    again = await store.write_input(
+        session_id, replace(audio, expected_version=ended_at.version)
+    )
+    assert again.pending_jobs == 1 and not again.backlogged
