@@ -32,7 +32,7 @@ from app.fanout import Fanout
 from app.metrics import IngressMetrics
 from app.protocol import CloseCode, ListenerCreated, SessionCreated, SessionRequest
 from app.registry import ProcessorRegistry
-from app.segmenter import Segmenter, SegmenterConfig
+from app.segmenter import Segmenter
 from app.settings import IngressSettings
 from app.stages import Capabilities, ServeStages
 from app.store import AudioPace, SessionConfig, SessionStore
@@ -131,16 +131,7 @@ class Ingress:
         self._stages = ServeStages(
             transcriber, translator, synthesizer, self._ledger, metrics
         )
-        segmenter = Segmenter(
-            SegmenterConfig.from_seconds(
-                threshold=self._settings.vad_threshold,
-                min_silence_s=self._settings.min_silence_s,
-                min_speech_s=self._settings.min_speech_s,
-                max_utterance_s=self._settings.max_utterance_s,
-                partial_interval_s=self._settings.partial_interval_s,
-            ),
-            SpeechDetector(),
-        )
+        segmenter = Segmenter(self._settings.segmenter(), SpeechDetector())
         self._context = IngressContext(
             settings=self._settings,
             store=self._store,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from app.errors import InputMoved, ProtocolViolation
 from app.protocol import CloseCode
 from app.resampling import ResamplerState, resample
-from app.segmenter import Segmentation, Segmenter, SegmenterState
+from app.segmenter import EndedUtterance, Segmentation, Segmenter, SegmenterState
 from app.store import InputWrite, SessionStore
 
 logger = logging.getLogger("tolk.intake")
@@ -63,11 +63,13 @@ class SessionIntake:
         segmenter: Segmenter,
         *,
         on_partial: Callable[[int, bytes], None],
+        on_likely_end: Callable[[int, EndedUtterance], None] = lambda n, u: None,
     ) -> None:
         self.session_id = session_id
         self._store = store
         self._segmenter = segmenter
         self._on_partial = on_partial
+        self._on_likely_end = on_likely_end
         self._input: _Input | None = None
         self._lock = asyncio.Lock()
 
@@ -222,7 +224,9 @@ class SessionIntake:
             state.utterances = max(written.utterances)
         self._input = state
 
-        if segmentation.partial_due and not segmentation.ended:
+        if segmentation.likely_end is not None and not segmentation.ended:
+            self._on_likely_end(state.utterances + 1, segmentation.likely_end)
+        elif segmentation.partial_due and not segmentation.ended:
             self._on_partial(state.utterances + 1, bytes(state.buffer))
         return Stored(state.position, written.backlogged, written.pace_wait_s)
 

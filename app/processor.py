@@ -17,7 +17,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,18 +34,39 @@ from app.protocol import (
     StreamEnded,
     TranslationText,
 )
-from app.segmenter import Segmenter
+from app.segmenter import EndedUtterance, Segmenter
 from app.stages import Stages
 from app.store import EndJob, SessionConfig, SessionStore, UtteranceJob
 from app.tasks import cancel_and_wait
-from deployments.schema import TranscriptionRequest
+from deployments.schema import Transcript, TranscriptionRequest
 
 logger = logging.getLogger("tolk.processor")
+
+_T = TypeVar("_T")
 
 LEASE_MS = 5_000
 # How often a replica with connections looks for jobs nobody is working on,
 # e.g. those of a replica that died.
 POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class _EarlyFinal:
+    """A final transcription started on an utterance that has likely ended."""
+
+    number: int
+    request: TranscriptionRequest
+    task: asyncio.Task[Transcript]
+
+    def serves(self, number: int, request: TranscriptionRequest) -> bool:
+        """Whether its transcript is the one `request` would get."""
+        mine = self.request
+        return (
+            number == self.number
+            and request.language == mine.language
+            and request.prompt == mine.prompt
+            and np.array_equal(request.audio, mine.audio)
+        )
 
 
 class SessionProcessor:
@@ -70,7 +92,11 @@ class SessionProcessor:
         self._on_idle = on_idle
         self._on_event = on_event
         self.intake = SessionIntake(
-            config.session_id, store, segmenter, on_partial=self._start_partial
+            config.session_id,
+            store,
+            segmenter,
+            on_partial=self._start_partial,
+            on_likely_end=self._start_early_final,
         )
         self._context = ""
         self._last_partial = ""
@@ -78,6 +104,9 @@ class SessionProcessor:
         self._token = ""
         self._worker: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
+        self._early_final: _EarlyFinal | None = None
+        # The utterance this processor last made or read the final of.
+        self._last_final = 0
         self._working = False
         self._finals_in_flight = 0
         self.connections = 0
@@ -120,20 +149,48 @@ class SessionProcessor:
             raise self.failure
 
     async def aclose(self) -> None:
-        await cancel_and_wait(self._worker, self._partial)
+        early = self._early_final.task if self._early_final else None
+        await cancel_and_wait(self._worker, self._partial, early)
 
     # Limitation: each partial transcribes the whole utterance so far again,
     # so a long utterance's partials cost more and more; max_utterance_s
     # bounds it.
     def _start_partial(self, number: int, pcm16: bytes) -> None:
         # A final being transcribed here goes first: a preview would slow it.
-        if self._finals_in_flight or (
-            self._partial is not None and not self._partial.done()
-        ):
+        if self._finals_in_flight or _running(self._partial):
             return
         self._partial = _detached(
             self._transcribe_partial(number, pcm16), f"tolk-partial-{self.session_id}"
         )
+
+    def _start_early_final(self, number: int, utterance: EndedUtterance) -> None:
+        """Transcribes an utterance that has likely ended, as its final would.
+
+        The silence that makes an end certain takes longer than most finals'
+        transcription, so the final is mostly ready when the utterance ends.
+        The transcript is used only if the utterance ends with the same audio
+        and its prompt is still the context then; otherwise it is wasted.
+        """
+        if self._finals_in_flight or self._last_final != number - 1:
+            # The context the final will be prompted with is not known yet,
+            # or the session's jobs are processed elsewhere.
+            return
+        request = TranscriptionRequest(
+            audio=_samples(utterance.pcm),
+            language=self.config.source,
+            prompt=self._context or None,
+        )
+        earlier = self._early_final
+        if earlier is not None and earlier.serves(number, request):
+            return
+        if earlier is not None:
+            earlier.task.cancel()
+        task = _detached(
+            self._stages.transcribe(request), f"tolk-early-final-{self.session_id}"
+        )
+        # A failure surfaces when the final asks for the transcript.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._early_final = _EarlyFinal(number, request, task)
 
     async def _transcribe_partial(self, number: int, pcm16: bytes) -> None:
         request = TranscriptionRequest(
@@ -206,10 +263,11 @@ class SessionProcessor:
 
     async def _drain(self) -> None:
         """Outputs the session's pending jobs if this replica can take the lease."""
-        while await self._store.pending_jobs(self.session_id):
+        while True:
             async with self._lease() as held:
                 if not held:
-                    # Another replica works on them; it is watched by polling.
+                    # No jobs, or another replica works on them: it is
+                    # watched by polling.
                     return
                 try:
                     await self._process_jobs()
@@ -285,8 +343,10 @@ class SessionProcessor:
 
     @asynccontextmanager
     async def _lease(self) -> AsyncIterator[bool]:
-        """Holds the lease, renewed in the background, if it can be had now."""
-        token = await self._store.acquire_lease(self.session_id, LEASE_MS)
+        """Holds the lease, renewed in the background, if jobs wait and it is free."""
+        token = await self._store.acquire_lease(
+            self.session_id, LEASE_MS, for_jobs=True
+        )
         if token is None:
             yield False
             return
@@ -345,6 +405,7 @@ class SessionProcessor:
             text = await self._transcribe(job)
         if text:
             self._context = (self._context + " " + text).strip()[-self._context_chars :]
+        self._last_final = job.number
         return text, steps
 
     async def _render_and_complete(
@@ -377,7 +438,9 @@ class SessionProcessor:
         )
         self._finals_in_flight += 1
         try:
-            transcript = await self._stages.transcribe(request)
+            transcript = await self._early_transcript(job.number, request)
+            if transcript is None:
+                transcript = await self._stages.transcribe(request)
         except Exception as error:
             await self._stage_failed(job, "transcription", None, error)
             return None
@@ -396,6 +459,24 @@ class SessionProcessor:
         )
         await self._emit(job.seq, "final", final)
         return text
+
+    async def _early_transcript(
+        self, number: int, request: TranscriptionRequest
+    ) -> Transcript | None:
+        """The early final's transcript if it answers `request`, else None."""
+        early, self._early_final = self._early_final, None
+        if early is None or not early.serves(number, request):
+            if early is not None:
+                early.task.cancel()
+            return None
+        try:
+            return await early.task
+        except Exception:
+            # Transcribing again costs time, but the final must not be lost.
+            logger.warning(
+                "session %s: early final failed, transcribing again", self.session_id
+            )
+            return None
 
     async def _translate_and_speak(
         self, job: UtteranceJob, text: str, steps: dict[str, int], targets: list[str]
@@ -482,20 +563,24 @@ async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise failures.exceptions[0] from None
 
 
+def _running(task: asyncio.Task[Any] | None) -> bool:
+    return task is not None and not task.done()
+
+
 def _samples(pcm16: bytes) -> np.ndarray:
     # The recognizer takes int16 as it takes float32: half the bytes to carry
     # through Ray, and no copy here.
     return np.frombuffer(pcm16, dtype="<i2")
 
 
-def _detached(coroutine: object, name: str) -> asyncio.Task[None]:
+def _detached(coroutine: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
     """A task outside the request's context, so a client disconnect won't cancel it.
 
     Ray Serve cancels the handle calls of a cancelled request; processing an
     utterance must finish whether or not the socket that sent it is still open.
     """
     return asyncio.get_running_loop().create_task(
-        coroutine,  # type: ignore[arg-type]
+        coroutine,
         name=name,
         context=contextvars.Context(),
     )

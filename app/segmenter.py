@@ -33,6 +33,9 @@ class SegmenterConfig:
     min_speech_frames: int = 8
     max_utterance_frames: int = 625
     partial_frames: int = 31
+    # Silence after which the utterance is announced as likely ended, so its
+    # final transcript can start before the end is certain; 0: never.
+    likely_end_frames: int = 0
 
     @classmethod
     def from_seconds(
@@ -43,6 +46,7 @@ class SegmenterConfig:
         min_speech_s: float,
         max_utterance_s: float,
         partial_interval_s: float,
+        likely_end_s: float = 0.0,
     ) -> SegmenterConfig:
         def frames(seconds: float) -> int:
             return max(1, round(seconds * 1000 / FRAME_MS))
@@ -53,6 +57,7 @@ class SegmenterConfig:
             min_speech_frames=frames(min_speech_s),
             max_utterance_frames=frames(max_utterance_s),
             partial_frames=frames(partial_interval_s),
+            likely_end_frames=frames(likely_end_s) if likely_end_s > 0 else 0,
         )
 
 
@@ -107,12 +112,17 @@ class EndedUtterance:
 
 @dataclass
 class Segmentation:
-    """What one chunk did to the buffer, for the store to repeat in Redis."""
+    """What one chunk did to the buffer, for the store to repeat in Redis.
+
+    `likely_end` is the utterance in progress exactly as it will end if the
+    silence it has reached goes on: the same audio and times.
+    """
 
     append: bytearray = field(default_factory=bytearray)
     replace: bytes | None = None
     ended: list[EndedUtterance] = field(default_factory=list)
     partial_due: bool = False
+    likely_end: EndedUtterance | None = None
 
 
 class Segmenter:
@@ -191,21 +201,32 @@ class Segmenter:
             or state.utterance_frames >= config.max_utterance_frames
         ):
             self._end(state, buffer, result)
+        elif (
+            config.likely_end_frames
+            and state.silence_frames
+            == max(config.likely_end_frames, _TRAILING_PAD_FRAMES)
+            and state.speech_frames >= config.min_speech_frames
+        ):
+            # Only the silence grows from here on, and the pad after the
+            # speech is complete: the cut is the one `_end` will make.
+            result.likely_end = self._cut(state, buffer)
+
+    def _cut(self, state: SegmenterState, buffer: bytearray) -> EndedUtterance:
+        """The utterance in the buffer: its speech and a short pad of silence."""
+        trailing = max(0, state.silence_frames - _TRAILING_PAD_FRAMES)
+        kept = len(buffer) - trailing * FRAME_BYTES
+        return EndedUtterance(
+            pcm=bytes(buffer[:kept]),
+            start_ms=state.utterance_start * FRAME_MS,
+            end_ms=(state.utterance_start + kept // FRAME_BYTES) * FRAME_MS,
+        )
 
     def _end(
         self, state: SegmenterState, buffer: bytearray, result: Segmentation
     ) -> None:
-        trailing = max(0, state.silence_frames - _TRAILING_PAD_FRAMES)
-        kept = len(buffer) - trailing * FRAME_BYTES
         if state.speech_frames >= self._config.min_speech_frames:
-            end_frame = state.utterance_start + kept // FRAME_BYTES
-            result.ended.append(
-                EndedUtterance(
-                    pcm=bytes(buffer[:kept]),
-                    start_ms=state.utterance_start * FRAME_MS,
-                    end_ms=end_frame * FRAME_MS,
-                )
-            )
+            result.ended.append(self._cut(state, buffer))
+            result.likely_end = None
             del buffer[:]
         else:
             del buffer[: max(0, len(buffer) - _PREROLL_FRAMES * FRAME_BYTES)]

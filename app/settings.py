@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.phrasing import PhrasingConfig
+from app.segmenter import SegmenterConfig
 
 
 class IngressSettings(BaseSettings):
@@ -97,6 +98,12 @@ class IngressSettings(BaseSettings):
     min_silence_s: float = Field(
         0.6, gt=0, description="Silence that ends an utterance."
     )
+    likely_end_s: float = Field(
+        0.35,
+        ge=0,
+        description="Silence after which the final transcript starts, before "
+        "min_silence_s makes the end certain; 0: only once it is.",
+    )
     min_speech_s: float = Field(
         0.25, gt=0, description="Shorter bursts of speech are dropped as noise."
     )
@@ -124,6 +131,16 @@ class IngressSettings(BaseSettings):
                 # The message must not echo the value: it may be a raw key.
                 raise ValueError("api_keys holds SHA-256 hex digests, not keys")
         return keys
+
+    def segmenter(self) -> SegmenterConfig:
+        return SegmenterConfig.from_seconds(
+            threshold=self.vad_threshold,
+            min_silence_s=self.min_silence_s,
+            min_speech_s=self.min_speech_s,
+            max_utterance_s=self.max_utterance_s,
+            partial_interval_s=self.partial_interval_s,
+            likely_end_s=self.likely_end_s,
+        )
 
     def phrasing(self) -> PhrasingConfig:
         return PhrasingConfig(

@@ -236,6 +236,7 @@ return {pending, context, targets, next_seq, job, steps}
 _ACQUIRE_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('NOSESSION') end
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if ARGV[3] == '1' and redis.call('HLEN', KEYS[3]) == 0 then return false end
 local token = redis.call('HINCRBY', KEYS[2], 'lease_seq', 1) .. '-' .. ARGV[1]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 return token
@@ -940,12 +941,17 @@ class SessionStore:
         )
         return EventRecord.from_stream(entries[0][1]) if entries else None
 
-    async def acquire_lease(self, session_id: str, ttl_ms: int) -> str | None:
-        """Takes the session's processing lease if free; returns its token."""
-        keys = self._keys(session_id, "lease", "session")
-        token = await self._script(
-            session_id, self._acquire, keys, [secrets.token_hex(4), ttl_ms]
-        )
+    async def acquire_lease(
+        self, session_id: str, ttl_ms: int, *, for_jobs: bool = False
+    ) -> str | None:
+        """Takes the session's processing lease if free; returns its token.
+
+        With `for_jobs`, only if jobs are pending: one round trip to look for
+        work and claim it.
+        """
+        keys = self._keys(session_id, "lease", "session", "jobs")
+        args = [secrets.token_hex(4), ttl_ms, int(for_jobs)]
+        token = await self._script(session_id, self._acquire, keys, args)
         return None if token is None else token.decode()
 
     async def renew_lease(self, session_id: str, token: str, ttl_ms: int) -> bool:

@@ -3,8 +3,9 @@
 Same detector, segmenter, recognizer, translator and voice, with the settings
 of a serve config file, fed the same program at the same real-time pace, with
 partial transcripts on the same terms (one at a time, none while a final is
-transcribed) and the same pipelining (an utterance is translated and spoken
-while the next one is transcribed); no Ray, no Redis, no sockets. What
+transcribed), finals started where an utterance has likely ended, and the
+same pipelining (an utterance is translated and spoken while the next one is
+transcribed); no Ray, no Redis, no sockets. What
 Tolk's delays exceed this by is the cost of the distributed path.
 """
 
@@ -22,11 +23,11 @@ from app.bench.report import Baseline, Spread
 from app.bench.session import TRAILING_PAD_S
 from app.phrasing import speech_segments
 from app.resampling import ResamplerState, pcm16_to_float, resample
-from app.segmenter import EndedUtterance, Segmenter, SegmenterConfig, SegmenterState
+from app.segmenter import EndedUtterance, Segmenter, SegmenterState
 from app.settings import IngressSettings
 from app.vad import SpeechDetector
 from deployments.recognition import SpeechRecognizer, TranscriberSettings
-from deployments.schema import TranscriptionRequest
+from deployments.schema import Transcript, TranscriptionRequest
 from deployments.synthesis.voices import SpeechSynthesizer, SynthesizerSettings
 from deployments.translation.routing import TextTranslator, TranslatorSettings
 
@@ -62,16 +63,7 @@ async def run_baseline(
     )
     ingress = IngressSettings()
     phrasing = ingress.phrasing()
-    segmenter = Segmenter(
-        SegmenterConfig.from_seconds(
-            threshold=ingress.vad_threshold,
-            min_silence_s=ingress.min_silence_s,
-            min_speech_s=ingress.min_speech_s,
-            max_utterance_s=ingress.max_utterance_s,
-            partial_interval_s=ingress.partial_interval_s,
-        ),
-        SpeechDetector(),
-    )
+    segmenter = Segmenter(ingress.segmenter(), SpeechDetector())
     ended: asyncio.Queue[EndedUtterance | None] = asyncio.Queue()
     finals: list[float] = []
     finals_less_compute: list[float] = []
@@ -79,6 +71,23 @@ async def run_baseline(
     started = time.monotonic()
     transcribing = asyncio.Event()
     previews: set[asyncio.Task[object]] = set()
+    context = ""
+    # The final started early: the utterance's audio, its prompt, the call.
+    early: tuple[bytes, str, asyncio.Task[Transcript]] | None = None
+    early_calls: set[asyncio.Task[Transcript]] = set()
+
+    def start_early(utterance: EndedUtterance) -> None:
+        nonlocal early
+        # As the service does: only once every earlier final is known.
+        if transcribing.is_set() or not ended.empty():
+            return
+        request = TranscriptionRequest(
+            audio=pcm16_to_float(utterance.pcm), language="en", prompt=context
+        )
+        call = asyncio.create_task(asyncio.to_thread(recognizer.transcribe, request))
+        early_calls.add(call)
+        call.add_done_callback(early_calls.discard)
+        early = (utterance.pcm, context, call)
 
     def preview(pcm16: bytes) -> None:
         if transcribing.is_set() or previews:
@@ -93,7 +102,7 @@ async def run_baseline(
     recognized: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
 
     async def recognize() -> None:
-        context = ""
+        nonlocal context, early
         while (utterance := await ended.get()) is not None:
             speech_end = max(
                 utterance.start_ms / 1000, utterance.end_ms / 1000 - TRAILING_PAD_S
@@ -103,7 +112,11 @@ async def run_baseline(
             )
             transcribing.set()
             try:
-                transcript = await asyncio.to_thread(recognizer.transcribe, request)
+                if early is not None and early[:2] == (utterance.pcm, context):
+                    transcript = await early[2]
+                else:
+                    transcript = await asyncio.to_thread(recognizer.transcribe, request)
+                early = None
             finally:
                 transcribing.clear()
             if not transcript.text:
@@ -142,13 +155,15 @@ async def run_baseline(
         )
         for utterance in segmentation.ended:
             ended.put_nowait(utterance)
-        if segmentation.partial_due and not segmentation.ended:
+        if segmentation.likely_end is not None and not segmentation.ended:
+            start_early(segmentation.likely_end)
+        elif segmentation.partial_due and not segmentation.ended:
             preview(bytes(buffer))
     for utterance in segmenter.flush(state, buffer).ended:
         ended.put_nowait(utterance)
     ended.put_nowait(None)
     await asyncio.gather(*workers)
-    await asyncio.gather(*previews)
+    await asyncio.gather(*previews, *early_calls)
     return Baseline(
         utterances=len(finals),
         final_delay_s=Spread.of(finals),

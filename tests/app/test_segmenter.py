@@ -111,6 +111,71 @@ def test_segmenter_flush_ends_speech_in_progress(segmenter: Segmenter) -> None:
     assert result.replace == b""
 
 
+EARLY = SegmenterConfig(
+    threshold=0.5,
+    min_silence_frames=12,
+    min_speech_frames=3,
+    max_utterance_frames=400,
+    partial_frames=100,
+    likely_end_frames=8,
+)
+
+
+def test_likely_end_is_the_utterance_that_ends() -> None:
+    """Announced once, at its silence, with the audio and times of the end."""
+    segmenter = Segmenter(EARLY, ScriptedDetector())  # type: ignore[arg-type]
+    state, buffer = SegmenterState(), bytearray()
+    announced = []
+    ended = []
+
+    for pattern in ["..", "s" * 10, "." * 7, ".", ".", "..", "..", "."]:
+        result = segmenter.feed(state, buffer, frames(pattern))
+        if result.likely_end is not None:
+            announced.append(result.likely_end)
+        ended += result.ended
+
+    assert len(announced) == 1
+    assert ended == announced
+
+
+def test_likely_end_is_announced_again_when_speech_resumes() -> None:
+    segmenter = Segmenter(EARLY, ScriptedDetector())  # type: ignore[arg-type]
+    state, buffer = SegmenterState(), bytearray()
+
+    first = segmenter.feed(state, buffer, frames("s" * 5 + "." * 9))
+    second = segmenter.feed(state, buffer, frames("s" * 5 + "." * 9))
+    third = segmenter.feed(state, buffer, frames("." * 3))
+
+    assert first.likely_end is not None and second.likely_end is not None
+    assert not first.ended and not second.ended
+    assert third.ended == [second.likely_end]
+    assert len(second.likely_end.pcm) > len(first.likely_end.pcm)
+
+
+def test_likely_end_waits_for_the_pad_after_speech() -> None:
+    """Before the pad of silence is complete, the cut would not be final."""
+    config = SegmenterConfig(
+        min_silence_frames=12, min_speech_frames=3, likely_end_frames=2
+    )
+    segmenter = Segmenter(config, ScriptedDetector())  # type: ignore[arg-type]
+    state, buffer = SegmenterState(), bytearray()
+
+    early = segmenter.feed(state, buffer, frames("s" * 5 + "." * 5))
+    announced = segmenter.feed(state, buffer, frames("."))
+    ended = segmenter.feed(state, buffer, frames("." * 6))
+
+    assert early.likely_end is None
+    assert ended.ended == [announced.likely_end]
+
+
+def test_no_likely_end_by_default(segmenter: Segmenter) -> None:
+    state, buffer = SegmenterState(), bytearray()
+
+    result = segmenter.feed(state, buffer, frames("s" * 5 + "." * 4))
+
+    assert result.likely_end is None
+
+
 def test_segmentation_replays_to_the_same_buffer(segmenter: Segmenter) -> None:
     """Applying each chunk's replace/append to a copy gives the live buffer."""
     state, buffer, mirror = SegmenterState(), bytearray(), bytearray()

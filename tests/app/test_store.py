@@ -541,6 +541,22 @@ async def test_lease_is_held_by_one_replica_at_a_time(store: SessionStore) -> No
     assert await store.acquire_lease(session_id, 5000) is None
 
 
+async def test_lease_for_jobs_is_taken_only_while_jobs_wait(
+    store: SessionStore,
+) -> None:
+    session_id, _ = await store.create(REQUEST)
+
+    assert await store.acquire_lease(session_id, 5000, for_jobs=True) is None
+    await store.write_input(session_id, chunk(0, ended=(utterance(1),)))
+    token = await store.acquire_lease(session_id, 5000, for_jobs=True)
+
+    assert token
+    assert await store.acquire_lease(session_id, 5000, for_jobs=True) is None
+    await store.complete_job(session_id, 1, "", owner=token)
+    await store.release_lease(session_id, token)
+    assert await store.acquire_lease(session_id, 5000, for_jobs=True) is None
+
+
 async def test_lease_fences_a_replica_that_lost_it(store: SessionStore) -> None:
     session_id, _ = await store.create(REQUEST)
     await store.write_input(session_id, chunk(0, ended=(utterance(1),)))
