@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from app.bench.report import Report, Spread
+from app.bench.report import Level, Report, Spread
 
 
 def _spread(spread: Spread) -> str:
@@ -51,21 +51,35 @@ def _against_baseline(report: Report) -> list[str]:
             baseline.first_audio_delay_s,
             overhead.first_audio_delay_s,
         ),
-        (
-            "final less recognizer compute",
-            first.final_less_compute_s,
-            baseline.final_less_compute_s,
-            overhead.final_path_s,
-        ),
     ]
     lines = [
-        "| one session | Tolk | in-process baseline | difference (p50) |",
+        "| one session | Tolk | in-process baseline | difference (paired median) |",
         "|---|---|---|---|",
     ]
     for name, ours, theirs, difference in rows:
         shown = "n/a" if difference is None else f"{difference:+.3f}"
         lines.append(f"| {name} | {_spread(ours)} | {_spread(theirs)} | {shown} |")
-    return [*lines, ""]
+    return [*lines, "", *_first_audio_parts(first), ""]
+
+
+def _first_audio_parts(level: Level) -> list[str]:
+    """What one session's first audio is made of, p50 by p50."""
+    parts = (
+        level.final_delay_s.p50,
+        level.mt_compute_s.p50,
+        level.first_segment_compute_s.p50,
+        level.first_audio_delay_s.p50,
+    )
+    if any(part is None for part in parts):
+        return []
+    final, translation, segment, first_audio = parts
+    return [
+        f"First audio, one session, p50: final {final:.2f} s + translation "
+        f"{translation:.2f} s + the first segment's speech {segment:.2f} s; "
+        f"first audio {first_audio:.2f} s. The rest (waiting for the voice to "
+        f"finish earlier speech, and the path): {_spread(level.first_audio_wait_s)} "
+        "s, p50 / p95."
+    ]
 
 
 def _against_peer(report: Report) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from app.bench.program import Program
-from app.bench.report import Baseline, Spread
+from app.bench.report import Baseline, Spread, TimedUtterance
 from app.bench.session import TRAILING_PAD_S
 from app.phrasing import speech_segments
 from app.resampling import ResamplerState, pcm16_to_float, resample
@@ -68,6 +68,7 @@ async def run_baseline(
     finals: list[float] = []
     finals_less_compute: list[float] = []
     first_audio: list[float] = []
+    timed: dict[float, TimedUtterance] = {}
     started = time.monotonic()
     transcribing = asyncio.Event()
     previews: set[asyncio.Task[object]] = set()
@@ -122,6 +123,9 @@ async def run_baseline(
             if not transcript.text:
                 continue
             finals.append(time.monotonic() - started - speech_end)
+            timed[speech_end] = TimedUtterance(
+                speech_end_s=speech_end, final_delay_s=finals[-1]
+            )
             finals_less_compute.append(finals[-1] - transcript.compute_s)
             context = (context + " " + transcript.text)[-ingress.context_chars :]
             recognized.put_nowait((transcript.text, speech_end))
@@ -138,6 +142,7 @@ async def run_baseline(
                 await asyncio.to_thread(synthesizer.synthesize, segment, targets[0])
                 if index == 0:
                     first_audio.append(time.monotonic() - started - speech_end)
+                    timed[speech_end].first_audio_delay_s = first_audio[-1]
 
     workers = [asyncio.create_task(recognize()), asyncio.create_task(render())]
     state, buffer = SegmenterState(), bytearray()
@@ -169,4 +174,5 @@ async def run_baseline(
         final_delay_s=Spread.of(finals),
         first_audio_delay_s=Spread.of(first_audio),
         final_less_compute_s=Spread.of(finals_less_compute),
+        timed=list(timed.values()),
     )

@@ -48,6 +48,15 @@ class Level(BaseModel):
     asr_compute_s: Spread
     mt_compute_s: Spread
     tts_compute_s: Spread
+    first_segment_compute_s: Spread = Field(
+        default_factory=lambda: Spread(count=0),
+        description="The voice's compute time on each utterance's first segment.",
+    )
+    first_audio_wait_s: Spread = Field(
+        default_factory=lambda: Spread(count=0),
+        description="First audio less the final, the translation and the first "
+        "segment's speech: the wait for the voice to be free, and the path.",
+    )
     resume_s: Spread
     resume_missed_events: Spread
     compute_s_per_speech_s: dict[str, float] = Field(
@@ -79,6 +88,14 @@ class LoadPeriod(BaseModel):
     end_s: float
 
 
+class TimedUtterance(BaseModel):
+    """One utterance's delays, and when its speech ended on the session clock."""
+
+    speech_end_s: float
+    final_delay_s: float
+    first_audio_delay_s: float | None = None
+
+
 class Baseline(BaseModel):
     """The same clips through the same models in one process: no Ray, no Redis."""
 
@@ -89,11 +106,18 @@ class Baseline(BaseModel):
         default_factory=lambda: Spread(count=0),
         description="Final delay less the recognizer's compute time.",
     )
+    timed: list[TimedUtterance] = Field(default_factory=list)
 
 
 class Overhead(BaseModel):
-    """What the distributed path adds over the in-process baseline (p50)."""
+    """What the distributed path adds over the in-process baseline.
 
+    The median, over the utterances both ran, of Tolk's delay less the
+    baseline's for the same utterance: the two cut the program into the same
+    utterances, and pairing them takes out how long each one is.
+    """
+
+    paired_utterances: int = 0
     final_delay_s: float | None
     first_audio_delay_s: float | None
     share_of_first_audio: float | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -143,6 +144,7 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
         started_at=started_at,
         machine={
             "cpus": os.cpu_count() or 0,
+            "cpu": _cpu_model(),
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
@@ -160,7 +162,9 @@ async def run_bench(options: BenchOptions, console: Console) -> Report:
         levels=levels,
         capacity_sessions=capacity(levels),
         baseline=baseline,
-        overhead=_overhead(levels[0], baseline) if baseline and levels else None,
+        overhead=_overhead(levels[0], first, baseline)
+        if baseline and levels and first
+        else None,
         peer=comparison,
         load_periods=periods,
         replicas=replicas,
@@ -302,6 +306,10 @@ def summarize(
         asr_compute_s=Spread.of(u.asr_compute_s for u in utterances),
         mt_compute_s=Spread.of(u.mt_compute_s for u in utterances),
         tts_compute_s=Spread.of(u.tts_compute_s for u in utterances),
+        first_segment_compute_s=Spread.of(
+            u.first_segment_compute_s for u in utterances
+        ),
+        first_audio_wait_s=Spread.of(_first_audio_wait(u) for u in utterances),
         resume_s=Spread.of(seconds for r in results for _, seconds in r.resumes),
         resume_missed_events=Spread.of(
             float(missed) for r in results for missed, _ in r.resumes
@@ -366,24 +374,57 @@ def _comparison_line(comparison: PeerComparison) -> str:
     return f"{show(comparison.tolk)}; {show(comparison.peer)} (p50/p95)"
 
 
-def _overhead(level: Level, baseline: Baseline) -> Overhead:
-    def difference(ours: Spread, theirs: Spread) -> float | None:
-        if ours.p50 is None or theirs.p50 is None:
-            return None
-        return round(ours.p50 - theirs.p50, 4)
-
-    first_audio = difference(level.first_audio_delay_s, baseline.first_audio_delay_s)
+def _overhead(level: Level, session: SessionResult, baseline: Baseline) -> Overhead:
+    """Tolk against the baseline, utterance by utterance of the same program."""
+    theirs = {round(u.speech_end_s, 2): u for u in baseline.timed}
+    pairs = [
+        (ours, theirs[round(ours.speech_end_s, 2)])
+        for ours in session.utterances
+        if round(ours.speech_end_s, 2) in theirs
+    ]
+    finals = [ours.final_delay_s - base.final_delay_s for ours, base in pairs]
+    first_audio = [
+        ours.first_audio_delay_s - base.first_audio_delay_s
+        for ours, base in pairs
+        if ours.first_audio_delay_s is not None and base.first_audio_delay_s is not None
+    ]
+    first_audio_s = _median(first_audio)
     share = None
-    if first_audio is not None and level.first_audio_delay_s.p50:
-        share = round(first_audio / level.first_audio_delay_s.p50, 4)
+    if first_audio_s is not None and level.first_audio_delay_s.p50:
+        share = round(first_audio_s / level.first_audio_delay_s.p50, 4)
+    path = None
+    if level.final_less_compute_s.p50 and baseline.final_less_compute_s.p50:
+        path = level.final_less_compute_s.p50 - baseline.final_less_compute_s.p50
     return Overhead(
-        final_delay_s=difference(level.final_delay_s, baseline.final_delay_s),
-        first_audio_delay_s=first_audio,
+        paired_utterances=len(pairs),
+        final_delay_s=_median(finals),
+        first_audio_delay_s=first_audio_s,
         share_of_first_audio=share,
-        final_path_s=difference(
-            level.final_less_compute_s, baseline.final_less_compute_s
-        ),
+        final_path_s=None if path is None else round(path, 4),
     )
+
+
+def _first_audio_wait(utterance: UtteranceSample) -> float | None:
+    first_audio = utterance.first_audio_delay_s
+    translation = utterance.mt_compute_s
+    segment = utterance.first_segment_compute_s
+    if first_audio is None or translation is None or segment is None:
+        return None
+    return first_audio - utterance.final_delay_s - translation - segment
+
+
+def _cpu_model() -> str:
+    """The processor's name: figures from different machines differ by it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 4) if values else None
 
 
 def _level_line(level: Level) -> str:

@@ -37,6 +37,10 @@ class UtteranceSample:
     mt_compute_s: float | None
     tts_compute_s: float | None
     speech_s: float
+    # When the speech ended on the session's clock; the voice's time on the
+    # first segment, the one first audio waits for.
+    speech_end_s: float = 0.0
+    first_segment_compute_s: float | None = None
 
 
 @dataclass
@@ -60,6 +64,7 @@ class _Arrivals:
     # When the first segment of speech arrived, and the voice's time on all.
     audio_at: float | None = None
     speech_compute_ms: int = 0
+    first_segment_compute_ms: int | None = None
 
 
 async def run_session(
@@ -174,6 +179,7 @@ async def _receive(
         elif message.type == "audio" and data["language"] == language:
             if entry.audio_at is None:
                 entry.audio_at = at
+                entry.first_segment_compute_ms = data.get("compute_ms", 0)
             entry.speech_compute_ms += data.get("compute_ms", 0)
     result.event_ids_exact = (
         ids == list(range(ids[0], ids[0] + len(ids))) if ids else True
@@ -231,6 +237,10 @@ def _samples(
                 if audio_at is None
                 else entry.speech_compute_ms / 1000,
                 speech_s=speech_end_s - start_s,
+                speech_end_s=speech_end_s,
+                first_segment_compute_s=None
+                if entry.first_segment_compute_ms is None
+                else entry.first_segment_compute_ms / 1000,
             )
         )
     return samples

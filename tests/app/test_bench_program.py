@@ -6,8 +6,9 @@ import pytest
 
 from app.bench.peer import FinalSegment, transcript_figures
 from app.bench.program import Clip, build_program, clips_spoken
-from app.bench.report import ReplicaCount, scaling
-from app.bench.runner import _spent
+from app.bench.report import Baseline, ReplicaCount, Spread, TimedUtterance, scaling
+from app.bench.runner import _overhead, _spent, summarize
+from app.bench.session import SessionResult, UtteranceSample
 
 
 def _clips(count: int) -> list[Clip]:
@@ -84,3 +85,55 @@ def test_stage_cpu_is_summed_over_replicas_between_readings() -> None:
 
     assert _spent(before, after) == {"transcription": 7.0, "synthesis": 0.5}
     assert _spent(None, after) is None
+
+
+def _utterance(end_s: float, final_s: float, audio_s: float) -> UtteranceSample:
+    return UtteranceSample(
+        session=0,
+        utterance=1,
+        final_delay_s=final_s,
+        first_audio_delay_s=audio_s,
+        partial_delays_s=[],
+        asr_compute_s=0.2,
+        mt_compute_s=0.02,
+        tts_compute_s=1.0,
+        speech_s=2.0,
+        speech_end_s=end_s,
+        first_segment_compute_s=0.5,
+    )
+
+
+def test_overhead_pairs_the_same_utterances() -> None:
+    """Each utterance is set against the baseline's, whatever its length."""
+    session = SessionResult(
+        0,
+        utterances=[
+            _utterance(3.0, 0.66, 1.40),
+            _utterance(9.0, 0.90, 2.00),
+            _utterance(15.0, 0.70, 4.00),
+        ],
+    )
+    baseline = Baseline(
+        utterances=3,
+        final_delay_s=Spread(count=0),
+        first_audio_delay_s=Spread(count=0),
+        timed=[
+            TimedUtterance(
+                speech_end_s=3.0, final_delay_s=0.65, first_audio_delay_s=1.38
+            ),
+            TimedUtterance(
+                speech_end_s=9.0, final_delay_s=0.89, first_audio_delay_s=1.99
+            ),
+            # Not in Tolk's run: unpaired, left out.
+            TimedUtterance(speech_end_s=12.0, final_delay_s=5.0),
+        ],
+    )
+    level = summarize(1, [session])
+
+    overhead = _overhead(level, session, baseline)
+
+    assert overhead.paired_utterances == 2
+    assert overhead.final_delay_s == pytest.approx(0.01)
+    assert overhead.first_audio_delay_s == pytest.approx(0.015)
+    # What is left of first audio once its parts are taken out.
+    assert level.first_audio_wait_s.p50 == pytest.approx(0.58)

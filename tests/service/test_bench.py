@@ -56,7 +56,11 @@ def test_bench_writes_a_valid_report(
     assert first.cpu_s_per_speech_s["transcription"] > 0
     assert first.cpu_s_per_speech_s["synthesis"] > 0
     assert report.baseline is not None and report.baseline.utterances == 2
-    assert report.overhead is not None
+    assert first.first_segment_compute_s.count == 2
+    # The service and the baseline cut the program into the same utterances.
+    assert report.overhead is not None and report.overhead.paired_utterances == 2
+    assert report.overhead.final_delay_s is not None
+    assert report.machine["cpu"]
     assert [period.sessions for period in report.load_periods] == [1, 2]
     assert report.replicas and report.replicas[-1].at_s > report.load_periods[-1].end_s
     assert report.scaling["Ingress"]["most"] == 2
