@@ -163,6 +163,9 @@ class SessionProcessor:
             self._transcribe_partial(number, pcm16), f"tolk-partial-{self.session_id}"
         )
 
+    # Limitation: a pause longer than likely_end_s inside an utterance costs a
+    # final-grade transcription that is thrown away when speech resumes: CPU
+    # a busy recognizer would rather spend on other sessions' finals.
     def _start_early_final(self, number: int, utterance: EndedUtterance) -> None:
         """Transcribes an utterance that has likely ended, as its final would.
 
