@@ -53,6 +53,12 @@ class IngressMetrics:
             "Stage calls sent and not yet answered: the queue in front of a stage.",
             tag_keys=("stage",),
         )
+        self._early_finals = metrics.Counter(
+            "tolk_early_finals_total",
+            "Finals transcribed before the end of their utterance was certain, by "
+            "outcome: used, wasted (speech went on) or failed.",
+            tag_keys=("outcome",),
+        )
         self._resumes = metrics.Counter(
             "tolk_resumes_total", "Connections that resumed from an earlier event."
         )
@@ -118,6 +124,10 @@ class IngressMetrics:
     def stage_compute(self, stage: str, seconds: float) -> None:
         if self._on:
             self._stage_compute.observe(seconds, tags={"stage": stage})
+
+    def early_final(self, outcome: str) -> None:
+        if self._on:
+            self._early_finals.inc(tags={"outcome": outcome})
 
     def resumed(self) -> None:
         if self._on:

@@ -83,6 +83,7 @@ class SessionProcessor:
         phrasing: PhrasingConfig,
         on_idle: Callable[[SessionProcessor], None],
         on_event: Callable[[str], None] = lambda event_type: None,
+        on_early_final: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.config = config
         self._store = store
@@ -91,6 +92,7 @@ class SessionProcessor:
         self._phrasing = phrasing
         self._on_idle = on_idle
         self._on_event = on_event
+        self._on_early_final = on_early_final
         self.intake = SessionIntake(
             config.session_id,
             store,
@@ -157,7 +159,8 @@ class SessionProcessor:
     # bounds it.
     def _start_partial(self, number: int, pcm16: bytes) -> None:
         # A final being transcribed here goes first: a preview would slow it.
-        if self._finals_in_flight or _running(self._partial):
+        early = self._early_final.task if self._early_final else None
+        if self._finals_in_flight or _running(self._partial) or _running(early):
             return
         self._partial = _detached(
             self._transcribe_partial(number, pcm16), f"tolk-partial-{self.session_id}"
@@ -188,6 +191,7 @@ class SessionProcessor:
             return
         if earlier is not None:
             earlier.task.cancel()
+            self._on_early_final("wasted")
         task = _detached(
             self._stages.transcribe(request), f"tolk-early-final-{self.session_id}"
         )
@@ -402,6 +406,7 @@ class SessionProcessor:
                 len(steps),
             )
         if "error:transcription" in steps:
+            self._last_final = job.number
             return None, steps
         text = await self._logged_text(steps.get("final"))
         if text is None:
@@ -468,18 +473,23 @@ class SessionProcessor:
     ) -> Transcript | None:
         """The early final's transcript if it answers `request`, else None."""
         early, self._early_final = self._early_final, None
-        if early is None or not early.serves(number, request):
-            if early is not None:
-                early.task.cancel()
+        if early is None:
+            return None
+        if early.task.cancelled() or not early.serves(number, request):
+            early.task.cancel()
+            self._on_early_final("wasted")
             return None
         try:
-            return await early.task
+            transcript = await early.task
         except Exception:
             # Transcribing again costs time, but the final must not be lost.
             logger.warning(
                 "session %s: early final failed, transcribing again", self.session_id
             )
+            self._on_early_final("failed")
             return None
+        self._on_early_final("used")
+        return transcript
 
     async def _translate_and_speak(
         self, job: UtteranceJob, text: str, steps: dict[str, int], targets: list[str]

@@ -74,6 +74,7 @@ class ProcessorRegistry:
                     phrasing=self._phrasing,
                     on_idle=self._release_if_unused,
                     on_event=self._metrics.event,
+                    on_early_final=self._metrics.early_final,
                 )
                 processor.start()
                 self._processors[session_id] = processor

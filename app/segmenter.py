@@ -192,6 +192,8 @@ class Segmenter:
         else:
             state.speech_frames += 1
             state.silence_frames = 0
+            # Speech again later in the same chunk: that end is no longer likely.
+            result.likely_end = None
 
         if state.frames_since_partial >= config.partial_frames:
             state.frames_since_partial = 0

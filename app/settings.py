@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.phrasing import PhrasingConfig
@@ -131,6 +133,13 @@ class IngressSettings(BaseSettings):
                 # The message must not echo the value: it may be a raw key.
                 raise ValueError("api_keys holds SHA-256 hex digests, not keys")
         return keys
+
+    @model_validator(mode="after")
+    def _likely_end_before_end(self) -> Self:
+        if self.likely_end_s >= self.min_silence_s:
+            # The end would always come first: early finals would never start.
+            raise ValueError("likely_end_s must be shorter than min_silence_s")
+        return self
 
     def segmenter(self) -> SegmenterConfig:
         return SegmenterConfig.from_seconds(

@@ -66,7 +66,6 @@ async def run_baseline(
     segmenter = Segmenter(ingress.segmenter(), SpeechDetector())
     ended: asyncio.Queue[EndedUtterance | None] = asyncio.Queue()
     finals: list[float] = []
-    finals_less_compute: list[float] = []
     first_audio: list[float] = []
     timed: dict[float, TimedUtterance] = {}
     started = time.monotonic()
@@ -91,7 +90,7 @@ async def run_baseline(
         early = (utterance.pcm, context, call)
 
     def preview(pcm16: bytes) -> None:
-        if transcribing.is_set() or previews:
+        if transcribing.is_set() or previews or (early and not early[2].done()):
             return
         request = TranscriptionRequest(
             audio=pcm16_to_float(pcm16), language="en", partial=True
@@ -126,7 +125,6 @@ async def run_baseline(
             timed[speech_end] = TimedUtterance(
                 speech_end_s=speech_end, final_delay_s=finals[-1]
             )
-            finals_less_compute.append(finals[-1] - transcript.compute_s)
             context = (context + " " + transcript.text)[-ingress.context_chars :]
             recognized.put_nowait((transcript.text, speech_end))
         recognized.put_nowait(None)
@@ -173,6 +171,5 @@ async def run_baseline(
         utterances=len(finals),
         final_delay_s=Spread.of(finals),
         first_audio_delay_s=Spread.of(first_audio),
-        final_less_compute_s=Spread.of(finals_less_compute),
         timed=list(timed.values()),
     )

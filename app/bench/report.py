@@ -41,10 +41,6 @@ class Level(BaseModel):
     partial_delay_s: Spread
     final_delay_s: Spread
     first_audio_delay_s: Spread
-    final_less_compute_s: Spread = Field(
-        default_factory=lambda: Spread(count=0),
-        description="Final delay less the recognizer's compute time.",
-    )
     asr_compute_s: Spread
     mt_compute_s: Spread
     tts_compute_s: Spread
@@ -102,10 +98,6 @@ class Baseline(BaseModel):
     utterances: int
     final_delay_s: Spread
     first_audio_delay_s: Spread
-    final_less_compute_s: Spread = Field(
-        default_factory=lambda: Spread(count=0),
-        description="Final delay less the recognizer's compute time.",
-    )
     timed: list[TimedUtterance] = Field(default_factory=list)
 
 
@@ -121,11 +113,6 @@ class Overhead(BaseModel):
     final_delay_s: float | None
     first_audio_delay_s: float | None
     share_of_first_audio: float | None
-    final_path_s: float | None = Field(
-        None,
-        description="Final delay less recognizer compute, Tolk's less the "
-        "baseline's: the path's own cost per final, whatever the CPU's load.",
-    )
 
 
 class TranscriptQuality(BaseModel):

@@ -300,9 +300,6 @@ def summarize(
         partial_delay_s=Spread.of(d for u in utterances for d in u.partial_delays_s),
         final_delay_s=Spread.of(u.final_delay_s for u in utterances),
         first_audio_delay_s=Spread.of(u.first_audio_delay_s for u in utterances),
-        final_less_compute_s=Spread.of(
-            u.final_delay_s - u.asr_compute_s for u in utterances
-        ),
         asr_compute_s=Spread.of(u.asr_compute_s for u in utterances),
         mt_compute_s=Spread.of(u.mt_compute_s for u in utterances),
         tts_compute_s=Spread.of(u.tts_compute_s for u in utterances),
@@ -392,15 +389,11 @@ def _overhead(level: Level, session: SessionResult, baseline: Baseline) -> Overh
     share = None
     if first_audio_s is not None and level.first_audio_delay_s.p50:
         share = round(first_audio_s / level.first_audio_delay_s.p50, 4)
-    path = None
-    if level.final_less_compute_s.p50 and baseline.final_less_compute_s.p50:
-        path = level.final_less_compute_s.p50 - baseline.final_less_compute_s.p50
     return Overhead(
         paired_utterances=len(pairs),
         final_delay_s=_median(finals),
         first_audio_delay_s=first_audio_s,
         share_of_first_audio=share,
-        final_path_s=None if path is None else round(path, 4),
     )
 
 

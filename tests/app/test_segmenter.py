@@ -13,6 +13,7 @@ from app.segmenter import (
     SegmenterConfig,
     SegmenterState,
 )
+from app.settings import IngressSettings
 from app.vad import DetectorState
 
 
@@ -150,6 +151,22 @@ def test_likely_end_is_announced_again_when_speech_resumes() -> None:
     assert not first.ended and not second.ended
     assert third.ended == [second.likely_end]
     assert len(second.likely_end.pcm) > len(first.likely_end.pcm)
+
+
+def test_likely_end_is_withdrawn_when_speech_resumes_in_the_same_chunk() -> None:
+    segmenter = Segmenter(EARLY, ScriptedDetector())  # type: ignore[arg-type]
+    state, buffer = SegmenterState(), bytearray()
+
+    result = segmenter.feed(state, buffer, frames("s" * 5 + "." * 9 + "ss"))
+
+    assert result.likely_end is None
+    assert not result.ended
+
+
+def test_settings_refuse_a_likely_end_after_the_end() -> None:
+    assert IngressSettings(likely_end_s=0).segmenter().likely_end_frames == 0
+    with pytest.raises(ValueError, match="likely_end_s"):
+        IngressSettings(likely_end_s=0.6, min_silence_s=0.6)
 
 
 def test_likely_end_waits_for_the_pad_after_speech() -> None:

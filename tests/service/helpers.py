@@ -36,9 +36,14 @@ def words(text: str) -> list[str]:
 
 
 async def stream_clip(
-    connection: Connection, path: Path, *, realtime: bool = False
+    connection: Connection,
+    path: Path,
+    *,
+    realtime: bool = False,
+    trailing_silence_s: float = 0.0,
 ) -> None:
     pcm, rate = read_pcm16(path)
+    pcm += bytes(2 * int(rate * trailing_silence_s))
     step = int(rate * CHUNK_S) * 2
     for offset in range(0, len(pcm), step):
         await connection.send_audio(pcm[offset : offset + step])
