@@ -51,6 +51,12 @@ def _against_baseline(report: Report) -> list[str]:
             baseline.first_audio_delay_s,
             overhead.first_audio_delay_s,
         ),
+        (
+            "recognizer compute, per final",
+            first.asr_compute_s,
+            baseline.asr_compute_s,
+            overhead.asr_compute_s,
+        ),
     ]
     lines = [
         "| one session | Tolk | in-process baseline | difference (paired median) |",

@@ -123,7 +123,9 @@ async def run_baseline(
                 continue
             finals.append(time.monotonic() - started - speech_end)
             timed[speech_end] = TimedUtterance(
-                speech_end_s=speech_end, final_delay_s=finals[-1]
+                speech_end_s=speech_end,
+                final_delay_s=finals[-1],
+                asr_compute_s=transcript.compute_s,
             )
             context = (context + " " + transcript.text)[-ingress.context_chars :]
             recognized.put_nowait((transcript.text, speech_end))
@@ -171,5 +173,8 @@ async def run_baseline(
         utterances=len(finals),
         final_delay_s=Spread.of(finals),
         first_audio_delay_s=Spread.of(first_audio),
+        asr_compute_s=Spread.of(
+            u.asr_compute_s for u in timed.values() if u.asr_compute_s is not None
+        ),
         timed=list(timed.values()),
     )

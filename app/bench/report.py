@@ -90,6 +90,7 @@ class TimedUtterance(BaseModel):
     speech_end_s: float
     final_delay_s: float
     first_audio_delay_s: float | None = None
+    asr_compute_s: float | None = None
 
 
 class Baseline(BaseModel):
@@ -98,6 +99,10 @@ class Baseline(BaseModel):
     utterances: int
     final_delay_s: Spread
     first_audio_delay_s: Spread
+    asr_compute_s: Spread = Field(
+        default_factory=lambda: Spread(count=0),
+        description="The recognizer's compute time on each final.",
+    )
     timed: list[TimedUtterance] = Field(default_factory=list)
 
 
@@ -113,6 +118,12 @@ class Overhead(BaseModel):
     final_delay_s: float | None
     first_audio_delay_s: float | None
     share_of_first_audio: float | None
+    asr_compute_s: float | None = Field(
+        None,
+        description="The recognizer's compute on each final, Tolk's less the "
+        "baseline's: how much slower it runs beside the rest of the service on "
+        "the same CPUs. The final delay's difference less this is the path's.",
+    )
 
 
 class TranscriptQuality(BaseModel):

@@ -385,6 +385,11 @@ def _overhead(level: Level, session: SessionResult, baseline: Baseline) -> Overh
         for ours, base in pairs
         if ours.first_audio_delay_s is not None and base.first_audio_delay_s is not None
     ]
+    compute = [
+        ours.asr_compute_s - base.asr_compute_s
+        for ours, base in pairs
+        if base.asr_compute_s is not None
+    ]
     first_audio_s = _median(first_audio)
     share = None
     if first_audio_s is not None and level.first_audio_delay_s.p50:
@@ -394,6 +399,7 @@ def _overhead(level: Level, session: SessionResult, baseline: Baseline) -> Overh
         final_delay_s=_median(finals),
         first_audio_delay_s=first_audio_s,
         share_of_first_audio=share,
+        asr_compute_s=_median(compute),
     )
 
 

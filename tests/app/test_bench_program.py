@@ -119,7 +119,10 @@ def test_overhead_pairs_the_same_utterances() -> None:
         first_audio_delay_s=Spread(count=0),
         timed=[
             TimedUtterance(
-                speech_end_s=3.0, final_delay_s=0.65, first_audio_delay_s=1.38
+                speech_end_s=3.0,
+                final_delay_s=0.65,
+                first_audio_delay_s=1.38,
+                asr_compute_s=0.19,
             ),
             TimedUtterance(
                 speech_end_s=9.0, final_delay_s=0.89, first_audio_delay_s=1.99
@@ -135,5 +138,7 @@ def test_overhead_pairs_the_same_utterances() -> None:
     assert overhead.paired_utterances == 2
     assert overhead.final_delay_s == pytest.approx(0.01)
     assert overhead.first_audio_delay_s == pytest.approx(0.015)
+    # Only the utterance whose compute the baseline knows is set against it.
+    assert overhead.asr_compute_s == pytest.approx(0.01)
     # What is left of first audio once its parts are taken out.
     assert level.first_audio_wait_s.p50 == pytest.approx(0.58)

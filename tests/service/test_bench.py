@@ -60,6 +60,8 @@ def test_bench_writes_a_valid_report(
     # The service and the baseline cut the program into the same utterances.
     assert report.overhead is not None and report.overhead.paired_utterances == 2
     assert report.overhead.final_delay_s is not None
+    assert report.overhead.asr_compute_s is not None
+    assert report.baseline.asr_compute_s.count == 2
     assert report.machine["cpu"]
     assert [period.sessions for period in report.load_periods] == [1, 2]
     assert report.replicas and report.replicas[-1].at_s > report.load_periods[-1].end_s
