@@ -108,6 +108,9 @@ class SessionProcessor:
         self._partial: asyncio.Task[None] | None = None
         self._early_final: _EarlyFinal | None = None
         # The utterance this processor last made or read the final of.
+        # Limitation: a processor started by a reconnect or a takeover knows
+        # none, so the session's next utterance gets no early final and its
+        # final comes up to min_silence_s - likely_end_s later than usual.
         self._last_final = 0
         self._working = False
         self._finals_in_flight = 0
