@@ -67,13 +67,17 @@ async def collect(connection: Connection, timeout_s: float = 300) -> SessionOutp
 
 
 async def translate_clip(
-    client: TolkClient, path: Path, targets: list[str]
+    client: TolkClient,
+    path: Path,
+    targets: list[str],
+    *,
+    trailing_silence_s: float = 0.0,
 ) -> SessionOutput:
     _, rate = read_pcm16(path)
     session = await client.create_session("en", targets, rate)
     async with client.connect(session) as connection:
         receiving = asyncio.create_task(collect(connection))
-        await stream_clip(connection, path)
+        await stream_clip(connection, path, trailing_silence_s=trailing_silence_s)
         return await receiving
 
 

@@ -10,9 +10,8 @@ import httpx
 import pytest
 import ray
 
-from app.audio_file import read_pcm16
 from app.client import TolkClient
-from tests.service.helpers import collect, stream_clip
+from tests.service.helpers import translate_clip
 
 pytestmark = pytest.mark.service
 
@@ -52,17 +51,14 @@ async def test_health_and_readiness(service_url: str) -> None:
 
 
 async def test_metrics_count_a_session(service_url: str, audio_dir: Path) -> None:
-    clip = audio_dir / "LJ001-0002.wav"
     async with httpx.AsyncClient(timeout=10) as http:
         before = (await http.get(_metrics_url())).text
         async with TolkClient(service_url) as client:
-            session = await client.create_session("en", ["pt"], read_pcm16(clip)[1])
-            async with client.connect(session) as connection:
-                receiving = asyncio.create_task(collect(connection))
-                # A pause long enough for an early final, too short to end
-                # the utterance before the end of the stream does.
-                await stream_clip(connection, clip, trailing_silence_s=0.5)
-                output = await receiving
+            # A pause long enough for an early final, too short to end the
+            # utterance before the end of the stream does.
+            output = await translate_clip(
+                client, audio_dir / "LJ001-0002.wav", ["pt"], trailing_silence_s=0.5
+            )
         assert output.finals
 
         deadline = asyncio.get_running_loop().time() + _EXPORT_WAIT_S
